@@ -1,0 +1,211 @@
+"""Starlette routes. The lifespan owns the MQTT link and the timers."""
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge.events import BadHit, RawHit, parse_hit
+from bridge.mqtt import BrokerSettings, MqttLink
+from bridge.profiles import BUILTIN_PROFILES, profile_for
+from bridge.service import Bridge, Refused
+
+log = logging.getLogger(__name__)
+
+MAX_URL = 4096
+MAX_PARAMS = 100
+MAX_BODY = 64 * 1024
+FORM = "application/x-www-form-urlencoded"
+
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_TOKEN_VALUE = re.compile(r"(^|&)(token=)[^&]*", re.IGNORECASE)
+
+
+def mask_token(query: str) -> str:
+    return _TOKEN_VALUE.sub(r"\1\2***", query)
+
+
+def decode_params(raw: bytes) -> list[tuple[str, str]]:
+    """Parameters of a query string or form body; Refused(400/413) when malformed or too many."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Refused(400, "request is not valid UTF-8") from err
+    if _BAD_PERCENT.search(text):
+        raise Refused(400, "invalid percent-encoding")
+    if text.count("&") + 1 > MAX_PARAMS and len([p for p in text.split("&") if p]) > MAX_PARAMS:
+        raise Refused(413, f"more than {MAX_PARAMS} parameters")
+    try:
+        return parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError) as err:
+        raise Refused(400, "invalid percent-encoding or UTF-8") from err
+
+
+class RateLimit:
+    """A token bucket per source address."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, source: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        burst = max(1.0, self.rate)
+        tokens, last = self.buckets.get(source, (burst, now))
+        tokens = min(burst, tokens + (now - last) * self.rate)
+        if len(self.buckets) > 10_000:
+            self.buckets.clear()
+        if tokens < 1.0:
+            self.buckets[source] = (tokens, now)
+            return False
+        self.buckets[source] = (tokens - 1.0, now)
+        return True
+
+
+class Guard:
+    """Checks that apply to every route: source network and URL length."""
+
+    def __init__(self, app: ASGIApp, bridge: Bridge) -> None:
+        self.app = app
+        self.bridge = bridge
+        self.networks = bridge.config.http.allowed_networks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        source = scope["client"][0] if scope.get("client") else None
+        status, reason = 0, ""
+        if not self._allowed(source):
+            status, reason = 403, "source address not in http.allowed_networks"
+        elif len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1 > MAX_URL:
+            status, reason = 414, f"URL longer than {MAX_URL} bytes"
+        if status:
+            self.bridge.refused(status, reason, source, scope["method"], scope["path"][:200])
+            await PlainTextResponse(reason + "\n", status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, source: str | None) -> bool:
+        if source is None:
+            return False
+        try:
+            address = ipaddress.ip_address(source.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.networks)
+
+
+def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
+    """The app; with `broker` None it runs without MQTT (every hit is then refused with 503)."""
+    config = bridge.config
+    limiter = RateLimit(config.http.rate_limit)
+    token = config.http.token
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise Refused(413, f"body larger than {MAX_BODY} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise Refused(413, f"body larger than {MAX_BODY} bytes")
+        return body
+
+    async def action(request: Request) -> Response:
+        source = request.client.host if request.client else None
+        method, path = request.method, request.url.path
+        try:
+            if not limiter.allow(source or ""):
+                raise Refused(429, f"more than {config.http.rate_limit:g} hits per second from {source}")
+            raw_query = request.scope.get("query_string", b"")
+            params = decode_params(raw_query)
+            if method == "POST":
+                body = await read_body(request)
+                content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if body and content_type not in (FORM, ""):
+                    raise Refused(400, f"body must be {FORM}")
+                params += decode_params(body)
+                if len(params) > MAX_PARAMS:
+                    raise Refused(413, f"more than {MAX_PARAMS} parameters")
+            if token and not any(
+                name.lower() == "token" and hmac.compare_digest(value.encode(), token.encode())
+                for name, value in params
+            ):
+                raise Refused(403, "missing or wrong token")
+            phone_type = request.path_params["phone_type"].lower()
+            profile = profile_for(phone_type)
+            if phone_type not in BUILTIN_PROFILES:
+                phone_type = profile.name
+            query = mask_token(raw_query.decode("utf-8"))
+            try:
+                event = parse_hit(
+                    request.path_params["event"],
+                    phone_type,
+                    params,
+                    profile=profile,
+                    source=source,
+                    raw=RawHit(method, path, query),
+                )
+            except BadHit as err:
+                raise Refused(400, str(err)) from err
+            device_id, resolved = bridge.identify(event)
+            bridge.handle_hit(event, device_id, resolved)
+        except Refused as refusal:
+            bridge.refused(refusal.status, refusal.reason, source, method, path[:200])
+            return PlainTextResponse(refusal.reason + "\n", refusal.status)
+        return PlainTextResponse("OK")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(bridge.health())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+        source = request.client.host if request.client else None
+        bridge.refused(exc.status_code, reason, source, request.method, request.url.path[:200])
+        return PlainTextResponse(reason + "\n", exc.status_code, headers=exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        timers = asyncio.create_task(bridge.run_timers())
+        link = None
+        if broker is not None:
+            link = MqttLink(broker, asyncio.get_running_loop(), bridge.on_connected, bridge.on_message)
+            bridge.link = link
+            link.start()
+        try:
+            yield
+        finally:
+            timers.cancel()
+            if link is not None:
+                link.publish([bridge.offline_message()], force=True)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await link.flush()
+                link.stop()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/{event}/{phone_type}", action, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.add_middleware(Guard, bridge=bridge)
+    return app

@@ -1,0 +1,135 @@
+"""The JSON shapes of CONTRACT §2, built from the core's values. Pure."""
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from bridge.calls import Call, CallRecord, Phone
+from bridge.events import PhoneEvent, RawHit
+
+Json = dict[str, object]
+
+
+def iso(when: datetime | None) -> str | None:
+    """ISO 8601 UTC with milliseconds: 2026-11-26T08:40:55.123Z."""
+    if when is None:
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def encode(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def active_call(call: Call) -> Json:
+    return {
+        "call_id": call.call_id,
+        "state": call.state.value,
+        "direction": call.direction.value if call.direction else None,
+        "number": call.number,
+        "name": call.name,
+        "line": call.line,
+        "started": iso(call.started),
+        "answered": iso(call.answered),
+    }
+
+
+def record(rec: CallRecord) -> Json:
+    return {
+        "call_id": rec.call_id,
+        "device": rec.device,
+        "direction": rec.direction.value if rec.direction else None,
+        "number": rec.number,
+        "name": rec.name,
+        "line": rec.line,
+        "started": iso(rec.started),
+        "answered": iso(rec.answered),
+        "ended": iso(rec.ended),
+        "ring_seconds": rec.ring_seconds,
+        "talk_seconds": rec.talk_seconds,
+        "result": rec.result.value,
+    }
+
+
+def call_state(phone: Phone, updated: datetime) -> Json:
+    current = phone.current
+    flat = (
+        active_call(current)
+        if current
+        else dict.fromkeys(("direction", "number", "name", "line", "call_id", "started", "answered"))
+    )
+    flat.pop("state", None)
+    return {
+        "state": phone.state.value,
+        **flat,
+        "calls": [active_call(c) for c in phone.calls],
+        "last_call": record(phone.last_call) if phone.last_call else None,
+        "updated": iso(updated),
+    }
+
+
+def status(phone: Phone) -> Json:
+    return {
+        "hook": phone.hook.value,
+        "dnd": phone.dnd,
+        "forward": phone.forward,
+        "mute": phone.mute,
+        "lines": {line: state.value for line, state in phone.lines},
+        "model": phone.model,
+        "firmware": phone.firmware,
+        "ip": phone.ip,
+        "phone_type": phone.phone_type,
+        "last_seen": iso(phone.last_seen),
+    }
+
+
+def history(records: Iterable[CallRecord]) -> list[Json]:
+    return [record(r) for r in records]
+
+
+def raw(hit: RawHit) -> Json:
+    return {"method": hit.method, "path": hit.path, "query": hit.query}
+
+
+def event(hit: PhoneEvent, device: str, mac_resolved: bool, time: datetime, matched: Call | None) -> Json:
+    """A hit as published on `<id>/event`: number, name and call_id from the hit, else its call."""
+    return {
+        "event_type": hit.event_type,
+        "time": iso(time),
+        "device": device,
+        "phone_type": hit.phone_type,
+        "mac_resolved": mac_resolved,
+        "number": hit.number or (matched.number if matched else None),
+        "name": hit.name or (matched.name if matched else None),
+        "line": hit.line or (matched.line if matched else None),
+        "call_id": hit.call_id or (matched.call_id if matched else None),
+        "raw": raw(hit.raw),
+        "extra": dict(hit.extra),
+    }
+
+
+def call_ended(
+    rec: CallRecord, phone_type: str, mac_resolved: bool, time: datetime, cause: RawHit | None
+) -> Json:
+    return {
+        "event_type": "call_ended",
+        "time": iso(time),
+        "device": rec.device,
+        "phone_type": phone_type,
+        "mac_resolved": mac_resolved,
+        "number": rec.number,
+        "name": rec.name,
+        "line": rec.line,
+        "call_id": rec.call_id,
+        "raw": raw(cause) if cause else None,
+        "extra": {},
+        "call": record(rec),
+    }
+
+
+def availability(online: bool) -> Json:
+    return {"state": "online" if online else "offline"}
+
+
+def bridge_event(kind: str, data: Mapping[str, object]) -> Json:
+    return {"type": kind, "data": dict(data)}

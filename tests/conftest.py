@@ -1,0 +1,241 @@
+"""Real parts for tests: a private mosquitto per test session, an MQTT watcher, a bridge on a free port."""
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.app import build_app
+from bridge.config import Config, parse_config
+from bridge.mqtt import Endpoint
+from bridge.service import Bridge
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+class Mosquitto:
+    """A private mosquitto on a free loopback port; it can be stopped and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        workdir.chmod(0o755)
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 0\nlog_dest stderr\nlog_type error\n"
+        )
+        self.conf.chmod(0o644)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
+        wait_until(self.accepts, what=f"mosquitto on port {self.port}")
+
+    def accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is not installed: run the README's test command (it installs it)")
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, for tests that stop it."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class Watcher:
+    """An MQTT client that records what arrives on a topic filter."""
+
+    port: int
+    topic: str
+    messages: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}")
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(TIMEOUT), "watcher did not subscribe"
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, topic: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(
+        self, topic: str, match: Callable[[Any], bool] = lambda p: True, timeout: float = TIMEOUT
+    ) -> Any:
+        """The first payload on `topic` (decoded JSON) for which `match` holds."""
+        found: list[Any] = []
+
+        def check() -> bool:
+            for m in self.on(topic):
+                payload = m.json()
+                if match(payload):
+                    found.append(payload)
+                    return True
+            return False
+
+        wait_until(check, timeout, what=f"a matching message on {topic}")
+        return found[0]
+
+    def last(self, topic: str) -> Any:
+        messages = self.on(topic)
+        assert messages, f"nothing on {topic}"
+        return messages[-1].json()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@dataclass
+class RunningBridge:
+    bridge: Bridge
+    port: int
+    base: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hit(self, path: str, method: str = "GET", **kwargs: object) -> httpx.Response:
+        """One request on a new connection, as phones do."""
+        with httpx.Client(base_url=self.url, timeout=TIMEOUT) as client:
+            return client.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=TIMEOUT)
+
+
+def make_config(
+    base_topic: str, broker_url: str, extra: Mapping[str, Mapping[str, object]] | None = None
+) -> Config:
+    data: dict[str, dict[str, object]] = {
+        "mqtt": {"url": broker_url, "base_topic": base_topic, "client_id": f"bridge-{base_topic}"},
+        "arp": {"enabled": False},
+    }
+    for section, values in (extra or {}).items():
+        data.setdefault(section, {}).update(values)
+    config, warnings = parse_config(data, env={})
+    assert not warnings, warnings
+    return config
+
+
+def start_bridge(config: Config, endpoint: Endpoint) -> RunningBridge:
+    bridge = Bridge(config)
+    app = build_app(bridge, bridge.broker_settings(endpoint))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="on")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="the bridge to listen")
+    wait_until(lambda: bridge.link is not None and bridge.link.connected, what="the bridge's MQTT connection")
+    return RunningBridge(bridge, port, config.mqtt.base_topic, server, thread)
+
+
+def unique_base() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def base_topic() -> str:
+    return unique_base()
+
+
+@pytest.fixture
+def watcher(mosquitto: Mosquitto, base_topic: str) -> Iterator[Watcher]:
+    w = Watcher(mosquitto.port, f"{base_topic}/#")
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def running(mosquitto: Mosquitto, base_topic: str, watcher: Watcher) -> Iterator[RunningBridge]:
+    config = make_config(base_topic, mosquitto.url)
+    rb = start_bridge(config, Endpoint("127.0.0.1", mosquitto.port))
+    yield rb
+    rb.stop()
