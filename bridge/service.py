@@ -237,7 +237,25 @@ class Bridge:
         self.link.publish(messages, force=True)
 
     def on_message(self, inbound: Inbound) -> None:
-        log.debug("MQTT message on %s ignored", inbound.topic)
+        """A message on a subscribed topic: a device command, a bridge request, HA's birth."""
+        target = self.topics.parse(inbound.topic)
+        if target is None:
+            log.debug("MQTT message on %s ignored", inbound.topic)
+            return
+        if inbound.retain:
+            # A retained command would replay on every restart: never act on one.
+            log.warning("ignored a retained message on %s: commands must not be retained", inbound.topic)
+            return
+        if target.device is None:
+            self.on_bridge_request(target.leaf, inbound.payload)
+        else:
+            self.on_device_command(target.device, target.leaf, inbound.payload)
+
+    def on_bridge_request(self, name: str, payload: bytes) -> None:
+        log.warning("bridge request %r is not supported yet", name)
+
+    def on_device_command(self, device: str, leaf: str, payload: bytes) -> None:
+        log.warning("%s for %s is not supported yet", leaf, device)
 
     def offline_message(self) -> Message:
         return self._bridge_message(BridgeTopic.STATE, payloads.availability(False), retain=True)
