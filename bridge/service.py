@@ -1,6 +1,7 @@
 """The one stateful orchestrator: phones' state, the call log in memory, MQTT output."""
 
 import asyncio
+import json
 import logging
 import socket
 from collections import deque
@@ -15,7 +16,7 @@ from bridge.config import Config
 from bridge.events import PhoneEvent, RawHit, format_mac
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.profiles import BUILTIN_PROFILES
-from bridge.topics import BridgeTopic, DeviceTopic, Topics
+from bridge.topics import BridgeTopic, DeviceTopic, Topics, sanitise_level
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,22 @@ def utcnow() -> datetime:
 def _registry_view(phone: Phone) -> tuple[object, ...]:
     """What `bridge/devices` shows of a phone, but for last_seen."""
     return phone.phone_type, phone.model, phone.firmware, phone.ip, tuple(line for line, _ in phone.lines)
+
+
+class RequestError(Exception):
+    """A bridge request that cannot be done; the message is the response's `error`."""
+
+
+def parse_request(payload: bytes) -> dict[str, object]:
+    """A request's JSON object; a bare value (`"001565aabbcc"`, `true`) becomes {"value": ...}."""
+    text = payload.decode("utf-8", "replace").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"value": text}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 class Refused(Exception):
@@ -71,6 +88,10 @@ class Bridge:
         self.devices: dict[str, Device] = {}
         self.link: MqttLink | None = None
         self.started = clock()
+        # Bridge requests by name: each takes the request's JSON object and returns `data`.
+        self.requests: dict[str, Callable[[dict[str, object]], object]] = {
+            "health_check": self.request_health_check,
+        }
         for dc in config.devices.phones:
             phone = Phone(device=dc.id, phone_type=dc.phone_type or "generic", ip=dc.ip or None)
             mac = dc.id if len(dc.id) == 12 and all(c in "0123456789abcdef" for c in dc.id) else None
@@ -252,7 +273,25 @@ class Bridge:
             self.on_device_command(target.device, target.leaf, inbound.payload)
 
     def on_bridge_request(self, name: str, payload: bytes) -> None:
-        log.warning("bridge request %r is not supported yet", name)
+        """`<base>/bridge/request/<name>`, always answered on `<base>/bridge/response/<name>`."""
+        request = parse_request(payload)
+        transaction = request.get("transaction")
+        handler = self.requests.get(name)
+        if handler is None:
+            status, data, error = "error", None, f"unknown request {name!r}; one of {sorted(self.requests)}"
+        else:
+            try:
+                data = handler(request)
+                status, error = "ok", None
+            except RequestError as err:
+                status, data, error = "error", None, str(err)
+        response = {"status": status, "data": data, "error": error, "transaction": transaction}
+        if self.link is not None:
+            topic = self.topics.bridge_response(sanitise_level(name))
+            self.link.publish([self._message(topic, response, retain=False)], force=True)
+
+    def request_health_check(self, request: dict[str, object]) -> object:
+        return {"healthy": True, **self.health()}
 
     def on_device_command(self, device: str, leaf: str, payload: bytes) -> None:
         log.warning("%s for %s is not supported yet", leaf, device)
