@@ -1,0 +1,113 @@
+"""Bad input gets a clear refusal, changes no state, and never reaches a topic level."""
+
+import random
+import re
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+from bridge.mqtt import Endpoint
+from tests.conftest import Mosquitto, RunningBridge, Watcher, make_config, start_bridge
+
+MAC = "001565aabbcc"
+
+
+@pytest.fixture
+def configured(
+    request: pytest.FixtureRequest, mosquitto: Mosquitto, base_topic: str, watcher: Watcher
+) -> Iterator[RunningBridge]:
+    extra: dict[str, dict[str, object]] = request.param
+    rb = start_bridge(make_config(base_topic, mosquitto.url, extra), Endpoint("127.0.0.1", mosquitto.port))
+    yield rb
+    rb.stop()
+
+
+@pytest.mark.parametrize("configured", [{"http": {"token": "s3cret-t0ken"}}], indirect=True)
+def test_token(configured: RunningBridge, watcher: Watcher) -> None:
+    rb = configured
+    for query in (f"device={MAC}", f"device={MAC}&token=wrong"):
+        response = rb.hit(f"/offhook/yealink?{query}")
+        assert response.status_code == 403
+        assert response.text.strip() == "missing or wrong token"
+    assert rb.bridge.devices == {}
+    assert rb.hit(f"/offhook/yealink?device={MAC}&token=s3cret-t0ken").status_code == 200
+    event = watcher.wait_for(f"{rb.base}/{MAC}/event")
+    assert event["raw"]["query"] == f"device={MAC}&token=***"
+    assert "token" not in event["extra"]
+    refusals = [
+        m.json() for m in watcher.on(f"{rb.base}/bridge/event") if m.json()["type"] == "request_refused"
+    ]
+    assert [r["data"]["status"] for r in refusals] == [403, 403]
+    assert all("s3cret" not in m.payload.decode() for m in watcher.messages)
+
+
+@pytest.mark.parametrize("configured", [{"http": {"allowed_networks": ["10.0.0.0/8"]}}], indirect=True)
+def test_source_outside_allowed_networks(configured: RunningBridge, watcher: Watcher) -> None:
+    for path in (f"/offhook/yealink?device={MAC}", "/healthz"):
+        response = configured.hit(path)
+        assert response.status_code == 403
+        assert "allowed_networks" in response.text
+    assert configured.bridge.devices == {}
+
+
+@pytest.mark.parametrize("configured", [{"http": {"rate_limit": 2}}], indirect=True)
+def test_rate_limit(configured: RunningBridge, watcher: Watcher) -> None:
+    statuses = [configured.hit(f"/tick/yealink?device={MAC}").status_code for _ in range(6)]
+    assert statuses[:2] == [200, 200]
+    assert 429 in statuses
+
+
+def test_body_too_large_and_wrong_body_type(running: RunningBridge, watcher: Watcher) -> None:
+    big = running.hit("/offhook/yealink", method="POST", content=b"a=" + b"x" * 70_000)
+    assert big.status_code == 413
+    json_body = running.hit(
+        "/offhook/yealink", method="POST", content=b"{}", headers={"content-type": "application/json"}
+    )
+    assert json_body.status_code == 400
+    assert running.bridge.devices == {}
+
+
+ALPHABET = [
+    "a", "Z", "0", "9", "/", "+", "#", "$", "&", "=", ";", "%2F", "%23", "%2B", "%00", "%0A", "%0D",
+    "%", "%zz", "%C3%A9", "%FF", " ", "sip:", "@", "<", ">", '"', ":", "-", "_", ".", "..", "\u00e9",
+    "$mac", "$$X$$", "device=", "callid=", "remote=", "token=", "line=", "&&",
+]  # fmt: skip
+EVENTS = ["offhook", "incomingcall", "callterminated", "x%2Fy", "%2B", "a+b", "tick", "on-hook"]
+TYPES = ["yealink", "snom", "nope", "a%23b", "Gen%2Beric"]
+TOPIC = re.compile(
+    r"^{base}/(bridge/(state|info|devices|event|log)"
+    r"|([0-9a-f]{{12}}|ip-[0-9a-z-]+)/(availability|status|call|event|history))$"
+)
+
+
+def test_fuzzed_hits_never_fail_or_inject_a_topic_level(running: RunningBridge, watcher: Watcher) -> None:
+    rng = random.Random(20261126)
+    statuses: list[int] = []
+    for _ in range(300):
+        query = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
+        if rng.random() < 0.5:
+            query = (
+                f"device={rng.choice(['001565aabbcc', '00:15:65:AA:BB:CD', '%2F%2B%23', 'a/b#'])}&" + query
+            )
+        path = f"/{rng.choice(EVENTS)}/{rng.choice(TYPES)}?{query}"
+        response = running.hit(path)
+        assert response.status_code < 500, (path, response.status_code, response.text)
+        statuses.append(response.status_code)
+    assert statuses.count(200) > 50  # the fuzz reaches the parser, not only the refusals
+    marker = running.hit(f"/tick/yealink?device={MAC}&seq=last")
+    assert marker.status_code == 200
+    watcher.wait_for(f"{running.base}/{MAC}/event", lambda p: p["extra"].get("seq") == "last")
+    pattern = re.compile(TOPIC.pattern.format(base=re.escape(running.base)))
+    bad = {m.topic for m in watcher.messages if not pattern.match(m.topic)}
+    assert not bad
+
+
+def test_values_with_slashes_and_wildcards_stay_inside_payloads(
+    running: RunningBridge, watcher: Watcher
+) -> None:
+    nasty = quote("a/b/+/#\n")
+    assert running.hit(f"/incomingcall/yealink?device={MAC}&remote={nasty}&line={nasty}").status_code == 200
+    call = watcher.wait_for(f"{running.base}/{MAC}/call", lambda p: p["state"] == "ringing")
+    assert call["number"] == "a/b/+/#"
+    assert all(m.topic.count("/") == 2 for m in watcher.messages)
