@@ -46,12 +46,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, what: st
 class Mosquitto:
     """A private mosquitto on a free loopback port; it can be stopped and started again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persistent: bool = False) -> None:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        workdir.chmod(0o755)
+        workdir.chmod(0o777 if persistent else 0o755)  # mosquitto drops to its own user
+        persistence = "persistence false\n"
+        if persistent:
+            persistence = f"persistence true\npersistence_location {workdir}/\n"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             "max_queued_messages 0\nlog_dest stderr\nlog_type error\n"
         )
         self.conf.chmod(0o644)
@@ -91,9 +94,9 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker of this test's own, for tests that stop it."""
+    """A broker of this test's own, for tests that stop it; it keeps sessions across restarts."""
     (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker")
+    broker = Mosquitto(tmp_path / "broker", persistent=True)
     broker.start()
     yield broker
     broker.stop()
@@ -115,11 +118,17 @@ class Watcher:
 
     port: int
     topic: str
+    persistent: bool = False  # a session the broker keeps while the watcher is away
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            clean_session=not self.persistent,
+        )
+        self.client.reconnect_delay_set(0.1, 0.5)
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
@@ -163,8 +172,8 @@ class Watcher:
             self.messages.clear()
 
     def close(self) -> None:
+        self.client.disconnect()  # wakes paho's loop, so loop_stop need not wait out its select
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @dataclass
@@ -174,10 +183,11 @@ class RunningBridge:
     base: str
     server: uvicorn.Server
     thread: threading.Thread
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def hit(self, path: str, method: str = "GET", **kwargs: object) -> httpx.Response:
         """One request on a new connection, as phones do."""
@@ -203,18 +213,19 @@ def make_config(
     return config
 
 
-def start_bridge(config: Config, endpoint: Endpoint) -> RunningBridge:
+def start_bridge(config: Config, endpoint: Endpoint, host: str = "127.0.0.1") -> RunningBridge:
+    """A real bridge on a free port of `host` (another address for phones in network namespaces)."""
     bridge = Bridge(config)
     app = build_app(bridge, bridge.broker_settings(endpoint))
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="on")
+        uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="on")
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     wait_until(lambda: server.started, what="the bridge to listen")
     wait_until(lambda: bridge.link is not None and bridge.link.connected, what="the bridge's MQTT connection")
-    return RunningBridge(bridge, port, config.mqtt.base_topic, server, thread)
+    return RunningBridge(bridge, port, config.mqtt.base_topic, server, thread, host)
 
 
 def unique_base() -> str:
