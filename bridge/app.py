@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -17,10 +18,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.events import BadHit, RawHit, parse_hit
+from bridge.events import BadHit, RawHit, normalise_event, parse_hit
 from bridge.mqtt import BrokerSettings, MqttLink
-from bridge.profiles import BUILTIN_PROFILES, profile_for
+from bridge.profiles import profile_for
 from bridge.service import Bridge, Refused
+from bridge.webui import StatusPage
+
+if TYPE_CHECKING:
+    from bridge.broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,11 @@ _TOKEN_VALUE = re.compile(r"(^|&)(token=)[^&]*", re.IGNORECASE)
 
 def mask_token(query: str) -> str:
     return _TOKEN_VALUE.sub(r"\1\2***", query)
+
+
+def shown_query(scope: Scope) -> str:
+    """A request's query for the debug log: token masked, cut to 1000 characters."""
+    return mask_token(scope.get("query_string", b"").decode("utf-8", "replace"))[:1000]
 
 
 def decode_params(raw: bytes) -> list[tuple[str, str]]:
@@ -95,7 +105,9 @@ class Guard:
         elif len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1 > MAX_URL:
             status, reason = 414, f"URL longer than {MAX_URL} bytes"
         if status:
-            self.bridge.refused(status, reason, source, scope["method"], scope["path"][:200])
+            self.bridge.refused(
+                status, reason, source, scope["method"], scope["path"][:200], shown_query(scope)
+            )
             await PlainTextResponse(reason + "\n", status)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -112,8 +124,13 @@ class Guard:
         return any(address in net for net in self.networks)
 
 
-def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
-    """The app; with `broker` None it runs without MQTT (every hit is then refused with 503)."""
+def build_app(
+    bridge: Bridge, broker: BrokerSettings | None, embedded: "EmbeddedBroker | None" = None
+) -> Starlette:
+    """The app; with `broker` None it runs without MQTT (every hit is then refused with 503).
+
+    `embedded`, when given, is started before the MQTT link connects and stopped after it is gone.
+    """
     config = bridge.config
     limiter = RateLimit(config.http.rate_limit)
     token = config.http.token
@@ -129,7 +146,13 @@ def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
                 raise Refused(413, f"body larger than {MAX_BODY} bytes")
         return body
 
+    def observe(request: Request, outcome: str, started: float) -> None:
+        profile = profile_for(request.path_params["phone_type"].lower(), bridge.profiles)
+        kind = normalise_event(request.path_params["event"], profile)[1]
+        bridge.metrics.count_hit(kind or "other", profile.name, outcome, time.perf_counter() - started)
+
     async def action(request: Request) -> Response:
+        started = time.perf_counter()
         source = request.client.host if request.client else None
         method, path = request.method, request.url.path
         try:
@@ -151,8 +174,8 @@ def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
             ):
                 raise Refused(403, "missing or wrong token")
             phone_type = request.path_params["phone_type"].lower()
-            profile = profile_for(phone_type)
-            if phone_type not in BUILTIN_PROFILES:
+            profile = profile_for(phone_type, bridge.profiles)
+            if phone_type not in bridge.profiles:
                 phone_type = profile.name
             query = mask_token(raw_query.decode("utf-8"))
             try:
@@ -166,12 +189,20 @@ def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
                 )
             except BadHit as err:
                 raise Refused(400, str(err)) from err
-            device_id, resolved = bridge.identify(event)
+            device_id, resolved = await bridge.identify(event)
             bridge.handle_hit(event, device_id, resolved)
         except Refused as refusal:
-            bridge.refused(refusal.status, refusal.reason, source, method, path[:200])
+            bridge.refused(
+                refusal.status, refusal.reason, source, method, path[:200], shown_query(request.scope)
+            )
+            observe(request, str(refusal.status), started)
             return PlainTextResponse(refusal.reason + "\n", refusal.status)
+        observe(request, "accepted", started)
         return PlainTextResponse("OK")
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = bridge.metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse(bridge.health())
@@ -180,11 +211,15 @@ def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
         assert isinstance(exc, HTTPException)
         reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
         source = request.client.host if request.client else None
-        bridge.refused(exc.status_code, reason, source, request.method, request.url.path[:200])
+        path, query = request.url.path[:200], shown_query(request.scope)
+        bridge.refused(exc.status_code, reason, source, request.method, path, query)
         return PlainTextResponse(reason + "\n", exc.status_code, headers=exc.headers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if embedded is not None:
+            await embedded.start()
+        bridge.arp.start()  # the one CAP_NET_RAW warning, at start-up
         timers = asyncio.create_task(bridge.run_timers())
         link = None
         if broker is not None:
@@ -201,11 +236,17 @@ def build_app(bridge: Bridge, broker: BrokerSettings | None) -> Starlette:
                     async with asyncio.timeout(5.0):
                         await link.flush()
                 link.stop()
+            if embedded is not None:
+                await embedded.stop()
 
+    page = StatusPage(bridge)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *page.routes(),  # before the Action URL route: /setup/<type>, /api/<name>
         Route("/{event}/{phone_type}", action, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.add_middleware(Guard, bridge=bridge)
+    app.state.status_page = page
     return app

@@ -59,6 +59,7 @@ class Call:
     started: datetime
     answered: datetime | None
     updated: datetime  # time of the last news about this call
+    name_source: str | None = None  # "phone" or "contacts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class CallRecord:
     ring_seconds: float
     talk_seconds: float
     result: CallResult
+    name_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,7 @@ def fill(call: Call, event: PhoneEvent, now: datetime) -> Call:
         call,
         number=event.number or call.number,
         name=event.name or call.name,
+        name_source=event.name_source if event.name else call.name_source,
         line=call.line or event.line,
         call_id=call.call_id or event.call_id,
         updated=now,
@@ -209,6 +212,7 @@ def new_call(
         started=now,
         answered=now if state is CallState.TALKING else None,
         updated=now,
+        name_source=event.name_source if event.name else None,
     )
 
 
@@ -239,6 +243,7 @@ def record(phone: Phone, call: Call, now: datetime, result: CallResult) -> CallR
         ring_seconds=seconds((call.answered or now) - call.started),
         talk_seconds=seconds(now - call.answered) if call.answered is not None else 0.0,
         result=result,
+        name_source=call.name_source,
     )
 
 

@@ -1,17 +1,26 @@
 """Subcommands, logging set-up, and the only sys.exit."""
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from bridge import __version__
-from bridge.config import Config, ConfigError, find_config_path, load_config
+from bridge.arp import MacResolver, fallback_id, normalise
+from bridge.config import Config, ConfigError, find_config_path, load_config, split_host_port
 from bridge.mqtt import Endpoint, broker_answers, parse_url
-from bridge.profiles import BUILTIN_PROFILES
+from bridge.profile_files import ProfileError, load_profiles
+from bridge.profiles import BUILTIN_PROFILES, Profile
+
+if TYPE_CHECKING:
+    from bridge.broker import EmbeddedBroker
 
 log = logging.getLogger("bridge")
 
@@ -19,8 +28,6 @@ EXIT_USAGE = 2
 DEFAULT_BROKER = Endpoint("127.0.0.1", 1883)
 NOT_YET = {
     "calls": "the call log command",
-    "arp": "the ARP lookup command",
-    "simulate": "the phone simulator",
 }
 
 
@@ -30,14 +37,22 @@ class UsageError(Exception):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per message, whatever a request put in it (a path may hold a decoded newline)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -45,7 +60,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -75,9 +90,42 @@ def parser() -> argparse.ArgumentParser:
     urls = add("urls", "print the Action URLs to paste into a phone of a type")
     urls.add_argument("phone_type", help=", ".join(sorted(BUILTIN_PROFILES)))
     urls.add_argument("--server", metavar="HOST:PORT", help="how the phone reaches the bridge")
+    arp = add("arp", "print the MAC of an address and how it was found (exit 0), or why not (exit 1)")
+    arp.add_argument("ip", help="a phone's IPv4 address")
+    add_simulate(add("simulate", "simulated phones: the Action URL hits of realistic calls, for testing"))
     for name, what in NOT_YET.items():
         add(name, f"{what} (not built yet)").add_argument("args", nargs="*")
     return p
+
+
+def add_simulate(cmd: argparse.ArgumentParser) -> None:
+    from bridge.simulate import Flavour, Scenario
+
+    cmd.add_argument(
+        "--server", metavar="HOST:PORT", help="the bridge (default: this host and the config's http.port)"
+    )
+    cmd.add_argument("--phones", type=int, default=1, metavar="N", help="number of phones (default 1)")
+    cmd.add_argument(
+        "--first-phone", type=int, default=0, metavar="K", help="number phones from K: other MACs (default 0)"
+    )
+    cmd.add_argument(
+        "--rate", type=float, default=5.0, metavar="R", help="hits/s of all phones together; 0: flat out"
+    )
+    cmd.add_argument("--duration", type=float, metavar="S", help="stop sending after S seconds")
+    cmd.add_argument(
+        "--calls", type=int, metavar="N", help="play N scenarios, then stop (default 10 without --duration)"
+    )
+    cmd.add_argument("--seed", type=int, default=0, help="same seed, same phones and calls (default 0)")
+    cmd.add_argument("--type", choices=[f.value for f in Flavour], default="mixed", help="phone type")
+    cmd.add_argument(
+        "--scenarios",
+        metavar="LIST",
+        help=f"comma-separated, of: {', '.join(s.value for s in Scenario)} (default: all)",
+    )
+    cmd.add_argument("--concurrency", type=int, metavar="N", help="most hits in flight (default: --phones)")
+    cmd.add_argument("--token", help="http.token of the bridge (default: from the config)")
+    cmd.add_argument("--timestamps", action="store_true", help="add t=<ns since the epoch> to each hit")
+    cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -87,23 +135,33 @@ def load(args: argparse.Namespace) -> Config:
         raise UsageError(str(err)) from err
     for warning in warnings:
         log.warning("%s", warning)
+    profiles(config)  # a bad profile file stops every subcommand, like a bad config
     return config
 
 
-def choose_broker(config: Config) -> Endpoint:
+def profiles(config: Config) -> Mapping[str, Profile]:
+    try:
+        return load_profiles(config.profiles.dir)
+    except ProfileError as err:
+        raise UsageError(str(err)) from err
+
+
+def choose_broker(config: Config) -> "tuple[Endpoint, EmbeddedBroker | None]":
+    """mqtt.url; else the broker on 127.0.0.1:1883 if one answers; else an embedded one (CONTRACT §5)."""
     url = config.mqtt.url
-    if url == "embedded":
-        raise UsageError(
-            "mqtt.url = 'embedded': the embedded broker is not built yet; start mosquitto instead"
-        )
-    if url:
-        return parse_url(url)
-    if broker_answers(DEFAULT_BROKER.host, DEFAULT_BROKER.port):
-        return DEFAULT_BROKER
-    raise UsageError(
-        "no MQTT broker answers on 127.0.0.1:1883: start one (apt-get install mosquitto, or "
-        "docker run -p 1883:1883 eclipse-mosquitto) or set mqtt.url in the config"
-    )
+    if url and url != "embedded":
+        return parse_url(url), None
+    if not url and broker_answers(DEFAULT_BROKER.host, DEFAULT_BROKER.port):
+        return DEFAULT_BROKER, None
+    from bridge.broker import BrokerError, EmbeddedBroker
+
+    host, port = split_host_port(config.mqtt.embedded_listen)
+    embedded = EmbeddedBroker(host, port or DEFAULT_BROKER.port)
+    try:
+        embedded.check_address()
+    except BrokerError as err:
+        raise UsageError(str(err)) from err
+    return embedded.endpoint, embedded
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -113,14 +171,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bridge.app import build_app
     from bridge.service import Bridge
+    from bridge.webui import Server
 
-    endpoint = choose_broker(config)
+    endpoint, embedded = choose_broker(config)
     bridge = Bridge(config)
-    app = build_app(bridge, bridge.broker_settings(endpoint))
+    app = build_app(bridge, bridge.broker_settings(endpoint), embedded)
     where = f"{config.http.host}:{config.http.port}"
-    log.info("amego-bridge %s: Action URLs on http://%s, MQTT broker %s", __version__, where, endpoint)
+    broker = embedded or endpoint
+    log.info("amego-bridge %s: Action URLs on http://%s, MQTT broker %s", __version__, where, broker)
+    if embedded is not None and not embedded.loopback_only:
+        log.warning("the embedded MQTT broker takes anyone who reaches %s, with no password", broker)
     log.info("config: %s", config.path or "defaults (no config file)")
-    uvicorn.run(
+    # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again for the handler
+    # it found: make that a clean exit (0), not a death by signal or a KeyboardInterrupt trace.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, exit_cleanly)
+    settings = uvicorn.Config(
         app,
         host=config.http.host,
         port=config.http.port,
@@ -129,8 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         server_header=False,
         loop="auto",
         http="auto",
+        timeout_graceful_shutdown=3,
     )
+    Server(settings, app.state.status_page).run()  # it ends open status pages' event streams first
     return 0
+
+
+def exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -141,31 +213,101 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_urls(args: argparse.Namespace) -> int:
     config = load(args)
-    profile = BUILTIN_PROFILES.get(args.phone_type.lower())
+    known = profiles(config)
+    profile = known.get(args.phone_type.lower())
     if profile is None:
-        raise UsageError(
-            f"unknown phone type {args.phone_type!r}; one of: {', '.join(sorted(BUILTIN_PROFILES))}"
-        )
+        raise UsageError(f"unknown phone type {args.phone_type!r}; one of: {', '.join(sorted(known))}")
     server = args.server or server_address(config)
     token = f"&token={config.http.token}" if config.http.token else ""
     print(f"# {profile.vendor}: Action URLs for amego-bridge at {server}")
     for url in profile.event_urls:
-        print(f"{url.setting} = http://{server}/{url.event}/{profile.name}?{url.query}{token}")
+        link = f"http://{server}/{url.event}/{profile.name}?{url.query}{token}"
+        print(f"{url.setting}{profile.setting_separator}{link}")
+    print_control_setup(profile, server)
     return 0
 
 
-def server_address(config: Config) -> str:
-    if config.http.public_url:
-        return config.http.public_url.split("://", 1)[1].rstrip("/")
-    host = config.http.host
-    if host in ("0.0.0.0", "::", ""):
-        import socket
+def print_control_setup(profile: Profile, server: str) -> None:
+    """The phone-side settings that dialing and commands from MQTT need."""
+    commands = profile.commands
+    if not (commands.setup_lines or commands.setup_steps):
+        return
+    try:
+        bridge_ip = split_host_port(server)[0]
+    except ValueError:
+        bridge_ip = server
+    print(f"# Remote control (dial and commands from MQTT): settings on the {profile.vendor} phone")
+    for line in commands.setup_lines:
+        print(line.replace("{bridge_ip}", bridge_ip))
+    for step in commands.setup_steps:
+        print(f"# - {step.replace('{bridge_ip}', bridge_ip)}")
 
-        try:
-            host = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            host = "127.0.0.1"
-    return f"{host}:{config.http.port}"
+
+def cmd_arp(args: argparse.Namespace) -> int:
+    try:
+        address = str(normalise(args.ip))
+    except ValueError as err:
+        raise UsageError(f"{args.ip!r} is not an IP address") from err
+    config = load(args)
+    resolver = MacResolver(config.arp.enabled, config.arp.timeout)
+    resolver.start(announce=False)  # the answer itself says no_permission
+    found = asyncio.run(resolver.lookup(address))
+    print(found.describe())
+    if found.mac:
+        print(f"device id: {found.mac}")
+        return 0
+    print(f"device id of its hits without device=$mac: {fallback_id(address)}")
+    return 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge.simulate import Flavour, Options, Scenario, simulate
+
+    config = load(args)
+    try:
+        host, port = split_host_port(args.server) if args.server else (config.http.host, None)
+    except ValueError as err:
+        raise UsageError(f"--server {args.server!r} is not HOST:PORT") from err
+    names = [name.strip() for name in (args.scenarios or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in set(Scenario)]
+    if unknown:
+        raise UsageError(f"unknown scenario {unknown[0]!r}; one of: {', '.join(Scenario)}")
+    scenarios = tuple(Scenario(name) for name in names)
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if args.phones < 1 or (args.concurrency is not None and args.concurrency < 1):
+        raise UsageError("--phones and --concurrency must be at least 1")
+    if not 0 <= args.first_phone < 2**24 - args.phones:
+        raise UsageError("--first-phone must be from 0 to 16,777,215 less --phones")
+    if args.rate < 0 or (args.calls or 0) < 0 or (args.duration or 0) < 0:
+        raise UsageError("--rate, --calls and --duration must not be negative")
+    options = Options(
+        host=host,
+        port=port or config.http.port,
+        phones=args.phones,
+        rate=args.rate,
+        duration=args.duration,
+        calls=args.calls if args.calls is not None or args.duration is not None else 10,
+        seed=args.seed,
+        flavour=Flavour(args.type),
+        scenarios=scenarios or tuple(Scenario),
+        token=args.token if args.token is not None else config.http.token,
+        timestamps=args.timestamps,
+        concurrency=args.concurrency,
+        first_phone=args.first_phone,
+    )
+    if not args.json:
+        where = f"{options.host}:{options.port}"
+        print(f"{options.phones} {options.flavour} phone(s) -> http://{where} at {options.rate:g} hits/s")
+    summary = simulate(options)
+    print(json.dumps(summary.as_dict()) if args.json else summary.describe())
+    return 0 if summary.hits and summary.statuses.get("200", 0) == summary.hits else 1
+
+
+def server_address(config: Config) -> str:
+    from bridge.service import Bridge
+
+    return Bridge(config).http_url().split("://", 1)[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if not logging.getLogger().handlers:
         setup_logging("info", "text")
-    commands = {"run": cmd_run, "check-config": cmd_check_config, "urls": cmd_urls}
+    commands = {"run": cmd_run, "check-config": cmd_check_config, "urls": cmd_urls, "arp": cmd_arp}
+    commands["simulate"] = cmd_simulate
     try:
         return commands[args.command](args)
     except UsageError as err:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from bridge.profile_files import profile_names
 from bridge.profiles import BUILTIN_PHONE_TYPES
 
 if TYPE_CHECKING:
@@ -118,6 +119,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfilesConfig:
+    dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    timeout: float = 5.0
+    queue_size: int = 16
+    username: str = ""
+    password: str = secret()
+    password_file: str = secret_file()
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceConfig:
     id: str
     name: str = ""
@@ -128,6 +143,8 @@ class DeviceConfig:
     password_file: str = secret_file()
     line: str = ""
     verify_tls: bool = True
+    tls: bool = False
+    auth: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +169,8 @@ class Config:
     contacts: ContactsConfig = field(default_factory=ContactsConfig)
     poll: PollConfig = field(default_factory=PollConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     path: Path | None = None  # the file it came from
 
@@ -316,10 +335,16 @@ def mqtt_url(value: str) -> str:
 
 
 def phone_type(value: str) -> str:
-    if value and value.lower() not in BUILTIN_PHONE_TYPES:
-        known = ", ".join(sorted(BUILTIN_PHONE_TYPES))
-        raise ValueError(f"unknown phone type {value!r} (known: {known})")
+    # Whether the type exists is checked once profiles.dir is known (parse_config).
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value.lower()):
+        raise ValueError(f"unknown phone type {value!r} (a phone type is a-z, 0-9, '_', '-')")
     return value.lower()
+
+
+def directory(value: str) -> str:
+    if value and not Path(value).is_dir():
+        raise ValueError(f"no such directory {value!r}")
+    return value
 
 
 CHECKS: dict[str, Callable[[Any], object]] = {
@@ -345,6 +370,10 @@ CHECKS: dict[str, Callable[[Any], object]] = {
     "log.format": one_of("text", "json"),
     "devices.offline_after": number(0),
     "device.phone_type": phone_type,
+    "device.auth": one_of("auto", "basic", "digest"),
+    "profiles.dir": directory,
+    "control.timeout": number(0, 120, above=True),
+    "control.queue_size": number(1, 1000),
     "device.ip": address(port_required=False),
 }
 
@@ -493,6 +522,11 @@ def parse_config(
         if name != "devices"
     }
     devices = reader.devices(reader.table("devices", merged.get("devices", {})))
+    known = BUILTIN_PHONE_TYPES | profile_names(sections["profiles"].dir)
+    for phone in devices.phones:
+        if phone.phone_type and phone.phone_type not in known:
+            problem = f"unknown phone type {phone.phone_type!r} (known: {', '.join(sorted(known))})"
+            raise ConfigError(f"devices.{phone.id}.phone_type", problem)
     return replace(Config(path=path), devices=devices, **sections), reader.warnings
 
 

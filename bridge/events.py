@@ -108,6 +108,7 @@ class PhoneEvent:
     number: str | None = None  # number of the remote side
     remote_raw: str | None = None
     name: str | None = None  # display name of the remote side
+    name_source: str | None = None  # "phone" when the phone sent the name, "contacts" when looked up
     line: str | None = None
     call_id: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -237,6 +238,7 @@ def parse_hit(
     known, extra = canonical_params(params, profile)
     local, local_addr_name = parse_party(present(known.get("local")))
     number, remote_addr_name = parse_party(present(known.get("remote")))
+    name = present(known.get("displayremote")) or remote_addr_name
     line = present(known.get("line"))
     if line is not None:
         line = parse_party(line)[0]
@@ -254,7 +256,8 @@ def parse_hit(
         local_name=present(known.get("displaylocal")) or local_addr_name,
         number=number,
         remote_raw=present(known.get("remote")),
-        name=present(known.get("displayremote")) or remote_addr_name,
+        name=name,
+        name_source="phone" if name else None,
         line=line or local,
         call_id=present(known.get("callid")),
         extra=extra,

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # Messages handed to paho and not yet acknowledged, at most.
 WINDOW = 200
+# Seconds an MQTT 5 CONNECT may go unanswered before we retry with 3.1.1: some 3.1.1-only
+# brokers (amqtt, given a last will) neither answer nor hang up.
+CONNACK_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Message:
     payload: bytes
     retain: bool = False
     qos: int = 1
+    receipt: str | None = None  # reported to `on_delivered` once the broker has the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +86,11 @@ class MqttLink:
         self._inflight: OrderedDict[int, Message] = OrderedDict()
         self._ready = False
         self._got_connack = False
+        self._attempt = 0  # connections opened, to tell a stale CONNACK timer from a live one
         self._v5 = settings.protocol != "3.1.1"
         self._stopping = False
         self._empty = asyncio.Event()
+        self.on_delivered: Callable[[str], None] | None = None
         self.published = 0
         self._client = self._make_client()
 
@@ -124,6 +130,13 @@ class MqttLink:
             self._empty.clear()
             await self._empty.wait()
 
+    def take_pending(self) -> list[Message]:
+        """Everything not yet acknowledged, in order, removed from the queue (to persist it)."""
+        messages = [*self._inflight.values(), *self._pending]
+        self._inflight.clear()
+        self._pending.clear()
+        return messages
+
     def stop(self) -> None:
         self._stopping = True
         self._client.disconnect()
@@ -148,8 +161,11 @@ class MqttLink:
         self._inflight.clear()
 
     def _acked(self, client: paho.Client, mid: int) -> None:
-        if client is self._client and self._inflight.pop(mid, None) is not None:
+        msg = self._inflight.pop(mid, None) if client is self._client else None
+        if msg is not None:
             self.published += 1
+            if msg.receipt is not None and self.on_delivered is not None:
+                self.on_delivered(msg.receipt)
             self._drain()
             if not self.queue_length:
                 self._empty.set()
@@ -183,6 +199,13 @@ class MqttLink:
         self._client = self._make_client()
         self.start()
 
+    def _expect_connack(self, client: paho.Client, attempt: int) -> None:
+        self._loop.call_later(CONNACK_WAIT, self._connack_overdue, client, attempt)
+
+    def _connack_overdue(self, client: paho.Client, attempt: int) -> None:
+        if client is self._client and attempt == self._attempt and not self._got_connack:
+            self._fall_back()
+
     def _where(self) -> tuple[str, int]:
         return self.settings.host, self.settings.port
 
@@ -210,6 +233,8 @@ class MqttLink:
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
         client.on_pre_connect = self._handle_pre_connect
+        if self._v5:
+            client.on_socket_open = self._handle_socket_open
         return client
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
@@ -218,6 +243,10 @@ class MqttLink:
 
     def _handle_pre_connect(self, client: paho.Client, userdata: Any) -> None:
         self._got_connack = False
+
+    def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._attempt += 1
+        self._post(self._expect_connack, client, self._attempt)
 
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -271,6 +300,7 @@ class Endpoint:
     tls: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    protocol: str = "auto"  # as in BrokerSettings
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"

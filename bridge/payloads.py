@@ -48,6 +48,7 @@ def record(rec: CallRecord) -> Json:
         "ring_seconds": rec.ring_seconds,
         "talk_seconds": rec.talk_seconds,
         "result": rec.result.value,
+        "name_source": rec.name_source,
     }
 
 

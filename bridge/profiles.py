@@ -8,6 +8,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from bridge.phone_commands import (
+    AASTRA_COMMANDS,
+    FANVIL_COMMANDS,
+    GRANDSTREAM_COMMANDS,
+    HTEK_COMMANDS,
+    NO_COMMANDS,
+    SNOM_COMMANDS,
+    YEALINK_COMMANDS,
+    CommandSet,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class EventUrl:
@@ -24,6 +35,8 @@ class Profile:
     param_aliases: Mapping[str, str] = field(default_factory=dict)  # lowercase param -> canonical
     event_urls: tuple[EventUrl, ...] = ()
     setup_steps: tuple[str, ...] = ()
+    commands: CommandSet = NO_COMMANDS  # remote control: dial and commands (bridge.phone_commands)
+    setting_separator: str = " = "  # between a setting and its URL in a provisioning line
 
 
 def _frozen(mapping: dict[str, str]) -> Mapping[str, str]:
@@ -80,6 +93,22 @@ _SNOM_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("transfer_call", "action_transfer", _SNOM_CALL),
 )
 
+# Aastra's `action uri <event>` keys (aastra.cfg) and the events they carry.
+_AASTRA_CALL = "local=$$SIPUSERNAME$$&remote=$$REMOTENUMBER$$&displayremote=$$DISPLAYNAME$$&ip=$$LOCALIP$$"
+_AASTRA_URLS = tuple(
+    EventUrl(event, f"action uri {key}", query)
+    for event, key, query in (
+        ("setup_completed", "startup", "ip=$$LOCALIP$$"),
+        ("registered", "registered", "local=$$SIPUSERNAME$$&ip=$$LOCALIP$$"),
+        ("incoming_call", "incoming", _AASTRA_CALL),
+        ("outgoing_call", "outgoing", _AASTRA_CALL),
+        ("off_hook", "offhook", "local=$$SIPUSERNAME$$&ip=$$LOCALIP$$"),
+        ("on_hook", "onhook", "local=$$SIPUSERNAME$$&ip=$$LOCALIP$$"),
+        ("call_established", "connected", _AASTRA_CALL),
+        ("call_terminated", "disconnected", _AASTRA_CALL),
+    )
+)
+
 _GENERIC_URLS = tuple(
     EventUrl(e, e, "device=$mac&local=$local&remote=$remote&displayremote=$display_remote")
     for e in ("off_hook", "on_hook", "incoming_call", "outgoing_call", "call_established",
@@ -100,6 +129,7 @@ BUILTIN_PROFILES: Mapping[str, Profile] = MappingProxyType(
             ),
             param_aliases=_frozen({"callerid": "displayremote"}),
             event_urls=_yealink_urls(),
+            commands=YEALINK_COMMANDS,
             setup_steps=(
                 "Open the phone's web page (http://<phone-ip>, default login admin/admin).",
                 "Go to Features > Action URL.",
@@ -122,6 +152,7 @@ BUILTIN_PROFILES: Mapping[str, Profile] = MappingProxyType(
             ),
             param_aliases=_frozen({"phone_ip": "ip"}),
             event_urls=tuple(EventUrl(e, s, q) for e, s, q in _SNOM_SETTINGS),
+            commands=SNOM_COMMANDS,
             setup_steps=(
                 "Open the phone's web page (http://<phone-ip>).",
                 "Go to Setup > Action URL Settings.",
@@ -134,13 +165,15 @@ BUILTIN_PROFILES: Mapping[str, Profile] = MappingProxyType(
             vendor="Grandstream",
             param_aliases=_frozen({"phone_ip": "ip", "product": "model", "program_version": "firmware"}),
             event_urls=_GENERIC_URLS,
+            commands=GRANDSTREAM_COMMANDS,
         ),
-        "fanvil": Profile(name="fanvil", vendor="Fanvil", event_urls=_GENERIC_URLS),
+        "fanvil": Profile(name="fanvil", vendor="Fanvil", event_urls=_GENERIC_URLS, commands=FANVIL_COMMANDS),
         "htek": Profile(
             name="htek",
             vendor="Htek",
             param_aliases=_frozen({"callerid": "displayremote"}),
             event_urls=_GENERIC_URLS,
+            commands=HTEK_COMMANDS,
         ),
         "aastra": Profile(
             name="aastra",
@@ -155,7 +188,9 @@ BUILTIN_PROFILES: Mapping[str, Profile] = MappingProxyType(
                     "sipusername": "line",
                 }
             ),
-            event_urls=_GENERIC_URLS,
+            event_urls=_AASTRA_URLS,
+            commands=AASTRA_COMMANDS,
+            setting_separator=": ",
         ),
         "generic": Profile(name="generic", vendor="Generic", event_urls=_GENERIC_URLS),
     }

@@ -20,6 +20,7 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.app import build_app
+from bridge.broker import EmbeddedBroker
 from bridge.config import Config, parse_config
 from bridge.mqtt import Endpoint
 from bridge.service import Bridge
@@ -81,6 +82,54 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port)
+
+
+class Embedded:
+    """The bridge's embedded broker on a free port, on an event loop in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.broker = EmbeddedBroker("127.0.0.1", self.port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.broker.start(), self.loop).result(TIMEOUT)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.broker.stop(), self.loop).result(TIMEOUT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(TIMEOUT)
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.broker.endpoint
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[Embedded]:
+    broker = Embedded()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Mosquitto | Embedded:
+    """The broker of `watcher` and `running`: mosquitto, unless a test module parametrizes it
+    (`pytest.mark.parametrize("broker", ["mosquitto", "embedded"], indirect=True)`)."""
+    found: Mosquitto | Embedded = request.getfixturevalue(getattr(request, "param", "mosquitto"))
+    return found
+
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
@@ -128,7 +177,7 @@ class Watcher:
             client_id=f"watch-{uuid.uuid4().hex[:8]}",
             clean_session=not self.persistent,
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # paho takes floats; typed int
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
@@ -238,15 +287,15 @@ def base_topic() -> str:
 
 
 @pytest.fixture
-def watcher(mosquitto: Mosquitto, base_topic: str) -> Iterator[Watcher]:
-    w = Watcher(mosquitto.port, f"{base_topic}/#")
+def watcher(broker: Mosquitto | Embedded, base_topic: str) -> Iterator[Watcher]:
+    w = Watcher(broker.port, f"{base_topic}/#")
     yield w
     w.close()
 
 
 @pytest.fixture
-def running(mosquitto: Mosquitto, base_topic: str, watcher: Watcher) -> Iterator[RunningBridge]:
-    config = make_config(base_topic, mosquitto.url)
-    rb = start_bridge(config, Endpoint("127.0.0.1", mosquitto.port))
+def running(broker: Mosquitto | Embedded, base_topic: str, watcher: Watcher) -> Iterator[RunningBridge]:
+    config = make_config(base_topic, broker.url)
+    rb = start_bridge(config, broker.endpoint)
     yield rb
     rb.stop()

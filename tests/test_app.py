@@ -4,6 +4,9 @@ import pytest
 
 from tests.conftest import RunningBridge, Watcher
 
+# The core scenarios, against mosquitto and against the broker the bridge embeds.
+pytestmark = pytest.mark.parametrize("broker", ["mosquitto", "embedded"], indirect=True)
+
 MAC = "001565aabbcc"
 DEVICE = "00:15:65:AA:BB:CC"
 

@@ -1,0 +1,636 @@
+"""The bridge against the thinnest relay on its stack, in one run and under identical load.
+
+    python bench/run.py               # the full run: under 5 minutes on 2 cores
+    python bench/run.py --quick       # about a minute
+    python bench/run.py --json FILE   # the numbers as JSON too
+
+A private mosquitto on a free port; the bridge (`python -m bridge run`) and the baseline
+(bench/baseline.py) each in a process of its own; the load from `python -m bridge simulate` in
+another, one TCP connection per hit; an MQTT subscriber here timestamps each hit's arrival.
+Each measurement runs against both servers back to back, alternating which goes first.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+STDOUT = subprocess.STDOUT
+ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STAMP = re.compile(rb'"t":"(\d+)"')
+NAMES = ("baseline", "bridge")
+TARGET_PHONES, TARGET_RECORDS = 10_000, 100_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    phones: int  # phones of the throughput and latency runs
+    max_seconds: float
+    max_rounds: int  # the best of these counts
+    latency_seconds: float
+    state_step: int  # new phones per step of the state feed, each with 10 missed calls
+    state_budget: float  # seconds of state feed per server, at most
+    state_steps: int = 10  # steps of the state feed, at most
+    rates: tuple[int, ...] = (200, 1000)
+
+
+PLANS = {
+    "full": Plan(1000, max_seconds=6, max_rounds=2, latency_seconds=8, state_step=500, state_budget=80),
+    "quick": Plan(300, max_seconds=3, max_rounds=1, latency_seconds=3, state_step=150, state_budget=12),
+    "tiny": Plan(20, 0.5, 1, latency_seconds=0.4, state_step=10, state_budget=5, state_steps=2),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    workdir.chmod(0o755)  # mosquitto, run as root, drops to its own user
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nlog_dest stderr\nlog_type error\n"
+    )
+    conf.chmod(0o644)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: accepts(port), 10, f"mosquitto on port {port}")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    base_topic: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stat_cpu(self) -> float:
+        """CPU seconds (user + system, all threads) so far."""
+        text = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def memory_mb(self, key: str) -> float:
+        """VmRSS or VmHWM (the peak), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {key} for {self.name}")
+
+    def reset_peak(self) -> bool:
+        """Restarts VmHWM from the current RSS (Linux `clear_refs` 5); False when not allowed."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def drained(self) -> bool:
+        """Whether the bridge's MQTT queue is empty (the baseline keeps none of its own)."""
+        return self.name != "bridge" or self.health().get("queue_length") == 0
+
+    def health(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as answer:
+            data: dict[str, object] = json.load(answer)
+            return data
+
+    def published(self) -> int | None:
+        """MQTT messages the server has had acknowledged (the bridge's /metrics), None when unknown."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        found = re.search(r"^amego_mqtt_messages_published_total ([0-9.e+]+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else None
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+        try:
+            return bool(self.health().get("mqtt_connected"))
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def clean_env() -> dict[str, str]:
+    """No AMEGO_* overrides from the caller's shell; the tree itself on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMEGO_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def start_bridge(workdir: Path, broker: int, tag: str) -> Server:
+    port = free_port()
+    config = workdir / "bridge.toml"
+    config.write_text(
+        f'[http]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker}"\nbase_topic = "bench{tag}"\nclient_id = "bench-{tag}"\n'
+        f'[arp]\nenabled = false\n[storage]\ndir = "{workdir / "data"}"\n'
+    )
+    log = workdir / "bridge.log"
+    cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)
+    return Server("bridge", port, f"bench{tag}", proc, log)
+
+
+def start_baseline(workdir: Path, broker: int, tag: str) -> Server:
+    port = free_port()
+    log = workdir / "baseline.log"
+    cmd = [
+        sys.executable, str(ROOT / "bench" / "baseline.py"), "--port", str(port),
+        "--broker", f"127.0.0.1:{broker}", "--base-topic", f"relay{tag}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)
+    return Server("baseline", port, f"relay{tag}", proc, log)
+
+
+# ---- what arrives on MQTT -----------------------------------------------------------------------
+
+
+class Arrivals:
+    """Every published hit that carries t=<ns>: its latency from send to arrival here."""
+
+    def __init__(self, broker: int, topics: Sequence[str]) -> None:
+        self.lock = threading.Lock()
+        self.latencies_ns: list[int] = []
+        self.first_sent = 0
+        self.last_arrival = 0
+        name = f"bench-watch-{uuid.uuid4().hex[:8]}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name)
+        subscribed = threading.Event()
+
+        def on_connect(client: paho.Client, *args: object) -> None:
+            for topic in topics:
+                client.subscribe(topic, qos=0)
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self.on_message
+        self.client.connect("127.0.0.1", broker)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the bench's MQTT subscriber did not subscribe")
+
+    def on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.time_ns()
+        found = STAMP.search(msg.payload)
+        if found is None:
+            return
+        sent = int(found.group(1))
+        with self.lock:
+            self.latencies_ns.append(now - sent)
+            self.first_sent = min(self.first_sent or sent, sent)
+            self.last_arrival = now
+
+    def reset(self) -> None:
+        with self.lock:
+            self.latencies_ns = []
+            self.first_sent = self.last_arrival = 0
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.latencies_ns)
+
+    def settle(self, expected: int, quiet: float = 2.0, limit: float = 30.0) -> int:
+        """Waits for `expected` arrivals, or for `quiet` seconds with none; how many arrived."""
+        deadline = time.monotonic() + limit
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = self.count()
+            if n >= expected:
+                return n
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since > quiet:
+                break
+            time.sleep(0.05)
+        return self.count()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def percentile_ms(values: Sequence[int], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1e6, 2)
+
+
+# ---- load ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """One run of the simulator: its summary, and CPU seconds of the server and of the simulator."""
+
+    hits: int
+    statuses: dict[str, int]
+    seconds: float
+    late: int
+    results: dict[str, int]
+    server_cpu: float
+    load_cpu: float
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get("200", 0)
+
+
+def drive(server: Server, workdir: Path, *args: str) -> Load:
+    """One run of the simulator against a server, in a process of its own."""
+    cmd = [sys.executable, "-m", "bridge", "simulate", "--server", f"127.0.0.1:{server.port}", "--json"]
+    before_cpu = server.stat_cpu()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([*cmd, *args], cwd=workdir, env=clean_env(), capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server.stat_cpu() - before_cpu
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        raise RuntimeError(f"simulate failed ({done.returncode}): {done.stderr[-2000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return Load(
+        hits=summary["hits"],
+        statuses=summary["statuses"],
+        seconds=summary["seconds"],
+        late=summary["late"],
+        results=summary["results"],
+        server_cpu=server_cpu,
+        load_cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    )
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A timed load: what the simulator saw, and what reached MQTT."""
+
+    hits_per_s: float  # answered 200
+    sent_per_s: float
+    statuses: dict[str, int]
+    late: int
+    cpu_us_per_hit: float  # the server's, per hit answered 200
+    load_generator_cpu_percent: float
+    delivered: int
+    lost: int
+    delivered_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    messages_per_hit: float | None  # MQTT messages published per hit answered 200
+
+
+@dataclass(frozen=True)
+class StatePoint:
+    phones: int  # fed, beyond the phones of the load runs
+    records: int
+    known_phones: int | None  # as the bridge counts them
+    rss_mb: float
+    statuses: dict[str, int]
+    seconds: float
+
+
+@dataclass
+class Results:
+    warm_up_seconds: float = 0.0
+    join_peak_rss_mb: float | None = None  # VmHWM after the phones of the load runs joined
+    peak_reset: bool = False  # whether peak_rss_mb restarted after the join (else it includes it)
+    max: Timed | None = None
+    at: dict[int, Timed] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    state: list[StatePoint] = field(default_factory=list)
+    rss_at_target_mb: float | None = None
+    extrapolated: bool = False
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    workdir: Path
+    servers: dict[str, Server]
+    arrivals: Arrivals
+    results: dict[str, Results] = field(default_factory=lambda: {n: Results() for n in NAMES})
+    turn: int = 0
+
+    def order(self) -> list[Server]:
+        """Both servers, the one that went first last time now going second."""
+        self.turn += 1
+        names = NAMES if self.turn % 2 else tuple(reversed(NAMES))
+        return [self.servers[n] for n in names]
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def timed(self, server: Server, *args: str) -> Timed:
+        """A load with t= stamps, and what reached MQTT: latencies and delivery rate."""
+        self.arrivals.reset()
+        published = server.published()
+        load = drive(server, self.workdir, "--timestamps", "--seed", str(self.turn), *args)
+        arrived = self.arrivals.settle(load.ok)
+        published_after = server.published()
+        if server.name == "baseline":
+            messages: float | None = 1.0  # by construction
+        elif published is None or published_after is None or not load.ok:
+            messages = None
+        else:
+            messages = round((published_after - published) / load.ok, 2)
+        with self.arrivals.lock:
+            latencies = list(self.arrivals.latencies_ns)
+            span = (self.arrivals.last_arrival - self.arrivals.first_sent) / 1e9
+        return Timed(
+            hits_per_s=round(load.ok / load.seconds, 1),
+            sent_per_s=round(load.hits / load.seconds, 1),
+            statuses=load.statuses,
+            late=load.late,
+            cpu_us_per_hit=round(load.server_cpu / max(load.ok, 1) * 1e6, 1),
+            load_generator_cpu_percent=round(load.load_cpu / load.seconds * 100),
+            delivered=arrived,
+            lost=max(0, load.ok - arrived),
+            delivered_per_s=round(arrived / span, 1) if span > 0 else 0.0,
+            p50_ms=percentile_ms(latencies, 0.5),
+            p99_ms=percentile_ms(latencies, 0.99),
+            max_ms=percentile_ms(latencies, 1.0),
+            messages_per_hit=messages,
+        )
+
+    def warm_up(self) -> None:
+        """Every phone of the later runs registers once: joining is not what they measure."""
+        phones = str(self.plan.phones)
+        for server in self.order():
+            started = time.monotonic()
+            drive(
+                server, self.workdir, "--phones", phones, "--rate", "0", "--concurrency", "16", "--calls", "0"
+            )
+            drive(server, self.workdir, "--phones", phones, "--rate", "200", "--duration", "1")
+            results = self.results[server.name]
+            results.warm_up_seconds = round(time.monotonic() - started, 1)
+            results.join_peak_rss_mb = round(server.memory_mb("VmHWM"), 1)
+            wait_until(server.drained, 60, f"the {server.name}'s MQTT queue to drain")
+            results.peak_reset = server.reset_peak()
+            self.say(f"  {server.name}: {phones} phones registered")
+
+    def max_rate(self) -> None:
+        phones = str(min(self.plan.phones, 50))
+        for _ in range(self.plan.max_rounds):
+            for server in self.order():
+                found = self.timed(
+                    server, "--phones", phones, "--rate", "0", "--duration", str(self.plan.max_seconds)
+                )
+                best = self.results[server.name].max
+                if best is None or best.hits_per_s < found.hits_per_s:
+                    self.results[server.name].max = found
+                self.say(f"  {server.name}: {found.hits_per_s} hits/s, {found.statuses}")
+
+    def latency(self, rate: int) -> None:
+        phones, seconds = str(self.plan.phones), str(self.plan.latency_seconds)
+        for server in self.order():
+            found = self.timed(server, "--phones", phones, "--rate", str(rate), "--duration", seconds)
+            self.results[server.name].at[rate] = found
+            self.say(f"  {server.name}: p50 {found.p50_ms} ms, p99 {found.p99_ms} ms, {found.statuses}")
+
+    def peak(self) -> None:
+        for server in self.servers.values():
+            self.results[server.name].peak_rss_mb = round(server.memory_mb("VmHWM"), 1)
+
+    def state(self) -> None:
+        """New phones, 10 missed calls each (3 hits a call), in steps until the target or the time
+        budget; the bridge first, then the baseline gets the same steps."""
+        bridge, baseline = self.servers["bridge"], self.servers["baseline"]
+        self.feed(bridge, self.plan.state_steps, self.plan.state_budget)
+        self.feed(baseline, len(self.results["bridge"].state), float("inf"))
+
+    def feed(self, server: Server, steps: int, budget: float) -> None:
+        results = self.results[server.name]
+        first, records, spent = self.plan.phones, 0, 0.0
+        while first - self.plan.phones < TARGET_PHONES and spent < budget and len(results.state) < steps:
+            step = min(self.plan.state_step, TARGET_PHONES - (first - self.plan.phones))
+            started = time.monotonic()
+            load = drive(
+                server, self.workdir, "--phones", str(step), "--first-phone", str(first),
+                "--scenarios", "incoming_missed", "--calls", str(10 * step), "--rate", "0",
+                "--concurrency", "32",
+            )  # fmt: skip
+            wait_until(server.drained, 60, f"the {server.name}'s MQTT queue to drain")
+            spent += time.monotonic() - started
+            first += step
+            records += load.results.get("missed", 0)
+            known = server.health().get("devices") if server.name == "bridge" else None
+            point = StatePoint(
+                phones=first - self.plan.phones,
+                records=records,
+                known_phones=known if isinstance(known, int) else None,
+                rss_mb=round(server.memory_mb("VmRSS"), 1),
+                statuses=load.statuses,
+                seconds=round(spent, 1),
+            )
+            results.state.append(point)
+            self.say(f"  {server.name}: {point}")
+        results.rss_at_target_mb, results.extrapolated = extrapolate(results.state)
+
+
+def extrapolate(points: Sequence[StatePoint]) -> tuple[float | None, bool]:
+    """RSS at the target; when the feed stopped short, along the least-squares line of its steps."""
+    if not points:
+        return None, False
+    last = points[-1]
+    if last.phones >= TARGET_PHONES:
+        return last.rss_mb, False
+    if len(points) < 2 or last.phones < TARGET_PHONES // 20:
+        return None, True  # too far to reach by a straight line
+    xs, ys = [p.phones for p in points], [p.rss_mb for p in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
+    return round(mean_y + slope * (TARGET_PHONES - mean_x), 1), True
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+Row = tuple[str, Callable[[Results], float | None]]
+
+
+def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
+    def at(rate: int, metric: str) -> Callable[[Results], float | None]:
+        return lambda r: getattr(r.at[rate], metric) if rate in r.at else None
+
+    def flat_out(metric: str) -> Callable[[Results], float | None]:
+        return lambda r: getattr(r.max, metric) if r.max else None
+
+    out: list[Row] = [
+        ("max hits/s, new connection per hit (HTTP 200)", flat_out("hits_per_s")),
+        ("  of which reached MQTT, per second", flat_out("delivered_per_s")),
+    ]
+    for rate in plan.rates:
+        out += [
+            (f"hit-to-MQTT latency p50 at {rate} hits/s (ms)", at(rate, "p50_ms")),
+            (f"hit-to-MQTT latency p99 at {rate} hits/s (ms)", at(rate, "p99_ms")),
+            (f"  hits/s answered 200 (of {rate})", at(rate, "hits_per_s")),
+        ]
+    top = plan.rates[-1]
+    out += [
+        (f"MQTT messages per hit at {top} hits/s", at(top, "messages_per_hit")),
+        (f"CPU per hit at {top} hits/s (µs)", at(top, "cpu_us_per_hit")),
+        ("CPU per hit flat out (µs)", flat_out("cpu_us_per_hit")),
+        (f"peak RSS while {plan.phones:,} phones join (MB)", lambda r: r.join_peak_rss_mb),
+        ("peak RSS under load, after that (MB)", lambda r: r.peak_rss_mb),
+    ]
+    if fed is not None:
+        out.append(
+            (f"RSS after feeding {fed.phones:,} phones / {fed.records:,} records (MB)",
+             lambda r: r.state[-1].rss_mb if r.state else None)
+        )  # fmt: skip
+        label = f"RSS, {TARGET_PHONES:,} phones / {TARGET_RECORDS:,} records (MB)"
+        out.append((label, lambda r: r.rss_at_target_mb))
+    return out
+
+
+def table(results: dict[str, Results], plan: Plan) -> list[tuple[str, float | None, float | None]]:
+    bridge = results["bridge"]
+    fed = bridge.state[-1] if bridge.state else None
+    return [(label, value(results["baseline"]), value(bridge)) for label, value in rows(plan, fed)]
+
+
+def render(results: dict[str, Results], plan: Plan) -> str:
+    lines = [f"{'':56} {'baseline':>10} {'bridge':>10} {'bridge/baseline':>16}"]
+    for label, base, bridge in table(results, plan):
+        ratio = f"{bridge / base:.2f}" if base and bridge is not None else "-"
+        lines.append(f"{label:56} {fmt(base):>10} {fmt(bridge):>10} {ratio:>16}")
+    if not results["bridge"].peak_reset:
+        lines.append("(peak RSS under load includes the join: /proc/<pid>/clear_refs was not writable)")
+    if results["bridge"].extrapolated:
+        lines.append(
+            f"({TARGET_PHONES:,} phones: extrapolated along the least-squares line of the feed's "
+            "steps, which stopped at their time budget)"
+        )
+    return "\n".join(lines)
+
+
+def fmt(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+
+def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Results]:
+    started = time.monotonic()
+    tag = uuid.uuid4().hex[:8]
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amego-bench-")))
+        broker = stack.enter_context(mosquitto(workdir))
+        servers = {
+            "baseline": start_baseline(workdir, broker, tag),
+            "bridge": start_bridge(workdir, broker, tag),
+        }
+        for server in servers.values():
+            stack.callback(server.stop)
+        for server in servers.values():
+            wait_until(server.ready, 30, f"the {server.name} to listen and connect to MQTT")
+        arrivals = Arrivals(broker, [f"bench{tag}/+/event", f"relay{tag}/event"])
+        stack.callback(arrivals.close)
+        bench = Bench(plan, workdir, servers, arrivals)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("warm-up", bench.warm_up),
+            ("max throughput", bench.max_rate),
+            *[(f"latency at {r} hits/s", lambda r=r: bench.latency(r)) for r in plan.rates],
+            ("peak RSS", bench.peak),
+            ("RSS with many phones and call records", bench.state),
+        ]
+        for label, step in steps:
+            say(f"{label} ({time.monotonic() - started:.0f} s)")
+            step()
+        return bench.results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="The bridge against a bare Starlette+uvicorn+paho relay.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    mode.add_argument("--tiny", action="store_true", help="a few hundred hits: does the machinery work")
+    p.add_argument("--json", metavar="FILE", help="write all numbers as JSON to FILE")
+    args = p.parse_args(argv)
+    name = "tiny" if args.tiny else "quick" if args.quick else "full"
+    plan = PLANS[name]
+    if not Path(MOSQUITTO).exists():
+        print("bench: mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    results = run(plan, lambda text: print(text, file=sys.stderr, flush=True))
+    elapsed = time.monotonic() - started
+    print(f"amego-bridge bench: {name} run, {os.cpu_count()} CPUs, {elapsed:.0f} s")
+    print(render(results, plan))
+    if args.json:
+        report = {
+            "mode": name,
+            "plan": asdict(plan),
+            "seconds": round(elapsed, 1),
+            "cpus": os.cpu_count(),
+            "table": table(results, plan),
+            "results": {n: asdict(r) for n, r in results.items()},
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""HTTP requests to phones (dial, commands): basic or digest auth, timeouts, optional TLS.
+
+The one httpx adapter for phones. Every failure becomes a one-line reason for the command's
+response; no credential reaches a reason or a log line (a Grandstream passcode travels in the
+query, so the request's target is never shown either).
+"""
+
+import asyncio
+import base64
+import functools
+import logging
+import re
+import ssl
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv6Address, ip_address
+from urllib.parse import quote
+
+import httpx
+
+from bridge.commands import HttpRequest
+from bridge.config import Network, split_host_port
+from bridge.phone_commands import AuthKind, CommandSet
+
+
+class HideQuery(logging.Filter):
+    """httpx logs every request's URL at INFO, and a Grandstream passcode is in the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                a.copy_with(query=None) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+HIDE_QUERY = HideQuery()
+
+
+class AuthScheme(StrEnum):
+    AUTO = "auto"  # basic first; digest when the phone's 401 asks for it
+    BASIC = "basic"
+    DIGEST = "digest"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one phone's web server is and how to log in to it."""
+
+    address: str  # host or host:port; an IPv6 address in brackets
+    tls: bool = False
+    verify_tls: bool = True
+    username: str = ""
+    password: str = field(default="", repr=False)
+    auth: AuthScheme = AuthScheme.AUTO
+    timeout: float = 5.0  # seconds for the whole exchange
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    error: str | None = None  # None: the phone took the command
+    http_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def phone_address(configured: str, learned: str | None, networks: Sequence[Network] = ()) -> str | None:
+    """The phone's host[:port]: the configured one, else the IP its hits gave if it lies in
+    `networks` (where phones may send from); None when there is neither."""
+    if configured:
+        host, port = split_host_port(configured)  # checked when the config was read
+    elif learned:
+        try:
+            address = ip_address(learned.split("%", 1)[0])
+        except ValueError:
+            return None  # a hit's `ip` is only trusted as a literal address
+        if not any(address in net for net in networks):
+            return None  # a hit must not send the phone's login to some other host
+        host, port = str(address), None
+    else:
+        return None
+    try:
+        if isinstance(ip_address(host), IPv6Address):
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name, as configured
+    return host if port is None else f"{host}:{port}"
+
+
+class BasicThenDigest(httpx.Auth):
+    """Basic credentials up front; when the phone answers 401 asking for digest, digest instead."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username, self.password = username, password
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        request.headers["Authorization"] = f"Basic {token}"
+        response = yield request
+        challenges = response.headers.get_list("www-authenticate")
+        if response.status_code != 401 or not any(c.lower().startswith("digest ") for c in challenges):
+            return
+        del request.headers["Authorization"]
+        digest = httpx.DigestAuth(self.username, self.password).auth_flow(request)
+        next(digest)  # the request as it is: no challenge known yet
+        try:
+            retry = digest.send(response)
+        except StopIteration:
+            return
+        yield retry
+
+
+@functools.cache
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """Made once: httpx would build (and load CA certificates for) one per client, ~25 ms each."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def http_auth(target: Target, commands: CommandSet) -> httpx.Auth | None:
+    if commands.auth is not AuthKind.HTTP or not (target.username or target.password):
+        return None
+    if target.auth is AuthScheme.BASIC:
+        return httpx.BasicAuth(target.username, target.password)
+    if target.auth is AuthScheme.DIGEST:
+        return httpx.DigestAuth(target.username, target.password)
+    return BasicThenDigest(target.username, target.password)
+
+
+async def send(target: Target, request: HttpRequest, commands: CommandSet) -> Outcome:
+    """Send one request to a phone and judge its answer by the phone type's rules."""
+    timeout = target.timeout
+    httpx_log = logging.getLogger("httpx")
+    if HIDE_QUERY not in httpx_log.filters:
+        httpx_log.addFilter(HIDE_QUERY)
+    url = httpx.URL(f"{'https' if target.tls else 'http'}://{target.address}{request.target}")
+    headers = {"Content-Type": request.content_type} if request.content_type else {}
+    try:
+        async with asyncio.timeout(timeout):
+            async with httpx.AsyncClient(
+                verify=tls_context(target.verify_tls), timeout=timeout, follow_redirects=False
+            ) as client:
+                response = await client.request(
+                    request.method,
+                    url,
+                    content=request.body or None,
+                    headers=headers,
+                    auth=http_auth(target, commands),
+                )
+    except (TimeoutError, httpx.TimeoutException):
+        return Outcome(f"timeout: the phone at {target.address} did not answer within {timeout:g} s")
+    except httpx.ConnectError as err:
+        text = scrub(str(err), target)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return Outcome(
+                f"TLS certificate of the phone at {target.address} not trusted "
+                "(a self-signed one needs verify_tls = false)"
+            )
+        return Outcome(f"phone unreachable at {target.address}: {text or type(err).__name__}")
+    except httpx.HTTPError as err:
+        return Outcome(f"request to the phone at {target.address} failed: {scrub(str(err), target)}")
+    return judge(response, target, commands)
+
+
+def judge(response: httpx.Response, target: Target, commands: CommandSet) -> Outcome:
+    status = response.status_code
+    if status in commands.success:
+        if commands.error_body and re.search(commands.error_body, response.text[:4096]):
+            answer = " ".join(response.text[:120].split())
+            return Outcome(f"the phone refused the command: {scrub(answer, target)}", status)
+        return Outcome(None, status)
+    if status == 401:
+        if target.username or target.password:
+            return Outcome("401 wrong credentials: the phone refused the user name or password", status)
+        return Outcome("401: the phone asks for a login; set [devices.<id>] username and password", status)
+    if status == 403:
+        hint = f"; {commands.refused_hint}" if commands.refused_hint else ""
+        return Outcome(f"403 refused by the phone{hint}", status)
+    if 300 <= status < 400:
+        return Outcome(f"HTTP {status} from the phone: a redirect, not followed", status)
+    return Outcome(f"HTTP {status} from the phone", status)
+
+
+def scrub(text: str, target: Target) -> str:
+    """The text without the phone's password in it, in case an error message quotes a URL."""
+    for secret in {target.password, quote(target.password, safe="")}:
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return " ".join(text.split())

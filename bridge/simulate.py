@@ -1,0 +1,458 @@
+"""Simulated desk phones: the Action URL hits of real calls, one TCP connection per hit.
+
+Each phone plays scenarios (an incoming call answered, a missed call, ...) as the hits a Yealink
+or Snom phone sends for them, built from its profile's URLs (those `amego-bridge urls` prints).
+A phone sends its next hit only once the last one is answered, as a phone does; the hits of all
+phones are paced to one overall rate.
+"""
+
+import asyncio
+import random
+import re
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address
+from urllib.parse import quote
+
+from bridge.profiles import BUILTIN_PROFILES
+
+
+class Scenario(StrEnum):
+    INCOMING_ANSWERED = "incoming_answered"
+    INCOMING_MISSED = "incoming_missed"
+    OUTGOING_ANSWERED = "outgoing_answered"
+    OUTGOING_CANCELLED = "outgoing_cancelled"
+    CALL_WAITING = "call_waiting"  # a second caller gives up while the first call is on
+    DND = "dnd"
+    REGISTRATION = "registration"
+
+
+class Flavour(StrEnum):
+    YEALINK = "yealink"
+    SNOM = "snom"
+    MIXED = "mixed"  # Yealink and Snom phones, alternately
+
+
+# The results of the calls a scenario plays, in the order the calls end.
+RESULTS: Mapping[Scenario, tuple[str, ...]] = {
+    Scenario.INCOMING_ANSWERED: ("answered",),
+    Scenario.INCOMING_MISSED: ("missed",),
+    Scenario.OUTGOING_ANSWERED: ("answered",),
+    Scenario.OUTGOING_CANCELLED: ("cancelled",),
+    Scenario.CALL_WAITING: ("missed", "answered"),
+    Scenario.DND: (),
+    Scenario.REGISTRATION: (),
+}
+
+# How often each scenario is chosen, relative to the others.
+WEIGHTS: Mapping[Scenario, int] = {
+    Scenario.INCOMING_ANSWERED: 35,
+    Scenario.INCOMING_MISSED: 20,
+    Scenario.OUTGOING_ANSWERED: 25,
+    Scenario.OUTGOING_CANCELLED: 10,
+    Scenario.CALL_WAITING: 5,
+    Scenario.DND: 3,
+    Scenario.REGISTRATION: 2,
+}
+
+Step = tuple[str, int]  # (event, call): call 0 is a device event, 1 the first call, 2 a second one
+
+_ANSWERED_IN: tuple[Step, ...] = (
+    ("incoming_call", 1), ("off_hook", 0), ("call_established", 1), ("call_terminated", 1), ("on_hook", 0),
+)  # fmt: skip
+_ANSWERED_OUT: tuple[Step, ...] = (
+    ("off_hook", 0), ("outgoing_call", 1), ("call_established", 1), ("call_terminated", 1), ("on_hook", 0),
+)  # fmt: skip
+_DIALING: tuple[Step, ...] = (("off_hook", 0), ("outgoing_call", 1))
+_TALKING: tuple[Step, ...] = (("incoming_call", 1), ("off_hook", 0), ("call_established", 1))
+_HANG_UP: tuple[Step, ...] = (("call_terminated", 1), ("on_hook", 0))
+
+# What each phone type sends for a scenario; only events its profile has a URL for.
+SEQUENCES: Mapping[str, Mapping[Scenario, tuple[Step, ...]]] = {
+    "yealink": {
+        Scenario.INCOMING_ANSWERED: _ANSWERED_IN,
+        Scenario.INCOMING_MISSED: (("incoming_call", 1), ("call_remote_canceled", 1), ("missed_call", 1)),
+        Scenario.OUTGOING_ANSWERED: _ANSWERED_OUT,
+        Scenario.OUTGOING_CANCELLED: (*_DIALING, ("cancel_callout", 1), ("on_hook", 0)),
+        Scenario.CALL_WAITING: (
+            *_TALKING, ("incoming_call", 2), ("call_remote_canceled", 2), ("missed_call", 2), *_HANG_UP,
+        ),
+        Scenario.DND: (("dnd_on", 0), ("dnd_off", 0)),
+        Scenario.REGISTRATION: (("setup_completed", 0), ("registered", 0)),
+    },
+    "snom": {
+        Scenario.INCOMING_ANSWERED: _ANSWERED_IN,
+        Scenario.INCOMING_MISSED: (("incoming_call", 1), ("call_terminated", 1), ("missed_call", 1)),
+        Scenario.OUTGOING_ANSWERED: _ANSWERED_OUT,
+        Scenario.OUTGOING_CANCELLED: (*_DIALING, ("call_terminated", 1), ("on_hook", 0)),
+        Scenario.CALL_WAITING: (*_TALKING, ("incoming_call", 2), ("missed_call", 2), *_HANG_UP),
+        Scenario.DND: (("dnd_on", 0), ("dnd_off", 0)),
+        Scenario.REGISTRATION: (("setup_completed", 0), ("log_on", 0)),
+    },
+}  # fmt: skip
+
+# The query of each event's URL, per phone type, with the phone's $variables.
+QUERIES: Mapping[str, Mapping[str, str]] = {
+    name: {url.event: url.query for url in BUILTIN_PROFILES[name].event_urls} for name in SEQUENCES
+}
+MODELS = {"yealink": ("SIP-T46U", "108.86.0.20"), "snom": ("snomD785", "10.1.159.12")}
+NAMES = ("Alice Meyer", "Bob Schulz", "Jürgen Müller", "Zoë Martin", "Acme Support", "O'Brien, Pat", "")
+DOMAIN = "pbx.sim"
+FIRST_MAC = 0x020000000000  # locally administered: never a real phone's
+LOOPBACK = int(IPv4Address("127.128.0.0"))  # phones on a loopback server: 127.128.0.1 and up
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_\-]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class SimPhone:
+    phone_type: str
+    mac: str  # 12 lowercase hex digits
+    extension: str
+    ip: str
+
+    @property
+    def user_agent(self) -> str:
+        model, firmware = MODELS[self.phone_type]
+        if self.phone_type == "snom":
+            return f"Mozilla/4.0 (compatible; {model} {firmware})"
+        return f"Yealink {model} {firmware} {self.mac}"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    number: str
+    name: str
+    call_id: str
+
+
+def loopback_address(index: int) -> str:
+    return str(IPv4Address(LOOPBACK + 1 + index % (2**23 - 2)))
+
+
+def own_address(host: str, port: int) -> str:
+    """The address this host reaches `host` from (no packet is sent)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        address: str = s.getsockname()[0]
+        return address
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return IPv4Address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def make_phone(index: int, flavour: Flavour, ip: str | None = None) -> SimPhone:
+    """Phone number `index`; its address, by default one of its own on the loopback network."""
+    phone_type = flavour.value if flavour is not Flavour.MIXED else ("yealink", "snom")[index % 2]
+    return SimPhone(
+        phone_type=phone_type,
+        mac=f"{FIRST_MAC + index + 1:012x}",
+        extension=str(100 + index),
+        ip=ip or loopback_address(index),
+    )
+
+
+def make_peer(rng: random.Random, phone: SimPhone, outgoing: bool) -> Peer:
+    kind = rng.randrange(3)
+    if kind == 0:
+        number = f"+4930{rng.randrange(10**7):07d}"
+    elif kind == 1:
+        number = f"0{rng.randrange(10**9):09d}"
+    else:
+        number = str(rng.randrange(200, 300))
+    name = "" if outgoing else rng.choice(NAMES)
+    if phone.phone_type == "snom":
+        call_id = f"{rng.getrandbits(48):012x}-{rng.getrandbits(40):010x}"
+    else:
+        call_id = f"{rng.getrandbits(64):016x}@{phone.ip}"
+    return Peer(number, name, call_id)
+
+
+def variables(phone: SimPhone, peer: Peer | None) -> dict[str, str]:
+    """A phone's values for the $variables of its URLs; Snom spells its MAC in capitals."""
+    model, firmware = MODELS[phone.phone_type]
+    snom = phone.phone_type == "snom"
+    values = {
+        "mac": phone.mac.upper() if snom else phone.mac,
+        "model": model,
+        "firmware": firmware,
+        "ip": phone.ip,
+        "phone_ip": phone.ip,
+        "local": f"{phone.extension}@{DOMAIN}" if snom else f"sip:{phone.extension}@{DOMAIN}",
+        "active_user": phone.extension,
+    }
+    if peer is not None:
+        values |= {
+            "remote": f"sip:{peer.number}@{DOMAIN}",
+            "display_remote": peer.name,
+            "call_id": peer.call_id,
+            "call-id": peer.call_id,
+        }
+    return values
+
+
+def target(phone: SimPhone, event: str, values: Mapping[str, str]) -> str:
+    """The request target of one hit: `/<event>/<type>?<query>`, each variable filled in."""
+
+    def fill(match: re.Match[str]) -> str:
+        return quote(values.get(match.group(1), ""), safe="@:")
+
+    query = _VARIABLE.sub(fill, QUERIES[phone.phone_type][event])
+    return f"/{event}/{phone.phone_type}?{query}"
+
+
+def play(phone: SimPhone, scenario: Scenario, rng: random.Random) -> list[str]:
+    """The request targets a phone sends, in order, for one scenario."""
+    outgoing = scenario in (Scenario.OUTGOING_ANSWERED, Scenario.OUTGOING_CANCELLED)
+    peers = {1: make_peer(rng, phone, outgoing), 2: make_peer(rng, phone, False)}
+    return [
+        target(phone, event, variables(phone, peers.get(call)))
+        for event, call in SEQUENCES[phone.phone_type][scenario]
+    ]
+
+
+# ---- HTTP: one connection per hit, as phones do -------------------------------------------------
+
+
+async def get(host: str, port: int, request_target: str, user_agent: str, source: str | None = None) -> str:
+    """Sends one GET on a new connection (from `source`); the status code, or `refused`/`error`."""
+    try:
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+        try:
+            writer.write(
+                f"GET {request_target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {user_agent}\r\n"
+                "Accept: */*\r\nConnection: close\r\n\r\n".encode()
+            )
+            status_line = await reader.readline()
+            await reader.read()  # to the end: the server closes first, as with a phone
+        finally:
+            writer.close()
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "error"
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return "error"
+    return parts[1].decode()
+
+
+# ---- a run --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    host: str
+    port: int
+    phones: int = 1
+    rate: float = 5.0  # hits per second from all phones together; 0: as fast as answers come
+    duration: float | None = None  # seconds, after which no hit is sent
+    calls: int | None = None  # scenarios to play (boot registrations not counted)
+    seed: int = 0
+    flavour: Flavour = Flavour.MIXED
+    scenarios: tuple[Scenario, ...] = tuple(Scenario)
+    token: str = ""
+    timestamps: bool = False  # add t=<ns since the epoch> to each hit, as sent
+    concurrency: int | None = None  # hits in flight at most; None: one per phone
+    first_phone: int = 0  # number of the first phone: another set of phones, with other MACs
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    hits: int
+    statuses: Mapping[str, int]
+    seconds: float
+    late: int  # hits sent more than 100 ms after their time: every phone was still waiting
+    latency_ms: Mapping[str, float]  # of the HTTP answers: p50, p99, max
+    scenarios: Mapping[str, int]
+    results: Mapping[str, int]  # results of the calls played to the end
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "hits": self.hits,
+            "statuses": dict(self.statuses),
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "late": self.late,
+            "latency_ms": dict(self.latency_ms),
+            "scenarios": dict(self.scenarios),
+            "results": dict(self.results),
+        }
+
+    def describe(self) -> str:
+        statuses = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items())) or "none"
+        lat = self.latency_ms
+        lines = [
+            f"hits sent: {self.hits} in {self.seconds:.1f} s ({self.rate:.1f} hits/s)",
+            f"answers: {statuses}",
+            f"answer time: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms",
+            "scenarios: " + (", ".join(f"{k} {v}" for k, v in sorted(self.scenarios.items())) or "none"),
+            "calls played: " + (", ".join(f"{k} {v}" for k, v in sorted(self.results.items())) or "none"),
+        ]
+        if self.late:
+            lines.append(f"late: {self.late} hits went out over 100 ms late (all phones were busy)")
+        return "\n".join(lines)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class PhoneRun:
+    phone: SimPhone
+    rng: random.Random
+    plan: deque[str] = field(default_factory=deque)
+    scenario: Scenario | None = None
+    booted: bool = False
+
+
+class Simulation:
+    def __init__(self, options: Options) -> None:
+        if options.phones < 1:
+            raise ValueError("at least one phone")
+        self.options = options
+        # On a loopback server each phone sends from an address of its own, and reports it as
+        # phones do; otherwise they all send from, and report, this host's address.
+        self.own_addresses = is_loopback(options.host)
+        ip = None if self.own_addresses else own_address(options.host, options.port)
+        self.runs = [
+            PhoneRun(make_phone(i, options.flavour, ip), random.Random(f"{options.seed}:{i}"))
+            for i in range(options.first_phone, options.first_phone + options.phones)
+        ]
+        self.choices = list(options.scenarios)
+        self.weights = [WEIGHTS[s] for s in self.choices]
+        self.started = 0
+        self.statuses: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.scenarios: Counter[str] = Counter()
+        self.results: Counter[str] = Counter()
+        self.late = 0
+
+    def next_target(self, run: PhoneRun) -> str | None:
+        """The phone's next hit; a new scenario when the last is done; None when it has finished."""
+        if not run.plan:
+            if run.scenario is not None:
+                self.results.update(RESULTS[run.scenario])
+                run.scenario = None
+            if not run.booted and Scenario.REGISTRATION in self.options.scenarios:
+                scenario = Scenario.REGISTRATION
+            else:
+                if self.options.calls is not None and self.started >= self.options.calls:
+                    return None
+                self.started += 1
+                scenario = run.rng.choices(self.choices, self.weights)[0]
+            run.booted = True
+            run.scenario = scenario
+            run.plan.extend(play(run.phone, scenario, run.rng))
+            self.scenarios[scenario.value] += 1
+        request_target = run.plan.popleft()
+        if self.options.token:
+            request_target += f"&token={quote(self.options.token, safe='')}"
+        return request_target
+
+    async def hit(self, run: PhoneRun, request_target: str) -> None:
+        opts = self.options
+        if opts.timestamps:
+            request_target += f"&t={time.time_ns()}"
+        sent = time.perf_counter()
+        try:
+            async with asyncio.timeout(opts.timeout):
+                source = run.phone.ip if self.own_addresses else None
+                status = await get(opts.host, opts.port, request_target, run.phone.user_agent, source)
+        except TimeoutError:
+            status = "timeout"
+        self.latencies.append(time.perf_counter() - sent)
+        self.statuses[status] += 1
+
+    async def run(self) -> Summary:
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        interval = 1.0 / opts.rate if opts.rate > 0 else 0.0
+        ready: deque[PhoneRun] = deque(self.runs)
+        wake = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        busy = 0  # phones waiting for an answer
+        most = opts.concurrency or len(self.runs)
+
+        async def one(run: PhoneRun, request_target: str) -> None:
+            nonlocal busy
+            try:
+                await self.hit(run, request_target)
+            finally:
+                busy -= 1
+                ready.append(run)
+                wake.set()
+
+        start = loop.time()
+        deadline = start + opts.duration if opts.duration is not None else float("inf")
+        due = start
+        while True:
+            now = loop.time()
+            if now >= deadline or (not ready and not busy):
+                break
+            if not ready or busy >= most:
+                wake.clear()
+                await wake.wait()
+                continue
+            if interval and due > now:
+                await asyncio.sleep(min(due, deadline) - now)
+                continue
+            run = ready.popleft()
+            request_target = self.next_target(run)
+            if request_target is None:
+                continue  # this phone is done
+            busy += 1
+            task = asyncio.create_task(one(run, request_target))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if interval:
+                due += interval
+                if due < now - 0.1:
+                    self.late += 1
+                    due = now - 0.1
+        if tasks:
+            await asyncio.wait(tasks)
+        for run in self.runs:  # a scenario whose last hit was answered has ended
+            if run.scenario is not None and not run.plan:
+                self.results.update(RESULTS[run.scenario])
+        seconds = loop.time() - start
+        return Summary(
+            hits=sum(self.statuses.values()),
+            statuses=dict(self.statuses),
+            seconds=seconds,
+            late=self.late,
+            latency_ms={
+                "p50": round(percentile(self.latencies, 0.5) * 1000, 2),
+                "p99": round(percentile(self.latencies, 0.99) * 1000, 2),
+                "max": round(max(self.latencies, default=0.0) * 1000, 2),
+            },
+            scenarios=dict(self.scenarios),
+            results=dict(self.results),
+        )
+
+
+def simulate(options: Options) -> Summary:
+    """Runs the phones (on uvloop when it is there) and returns what happened."""
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.run(Simulation(options).run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(Simulation(options).run())

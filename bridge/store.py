@@ -1,0 +1,406 @@
+"""SQLite store: call records, phones (learned devices with their active calls), the MQTT outbox.
+
+One connection, WAL, `synchronous=NORMAL`: a commit reaches the OS before the hit is answered,
+so a killed bridge (kill -9) loses nothing it answered 200; only a power cut can lose the last
+few commits. Small per-hit writes run on the loop thread (tens of microseconds); bulk work
+(retention, queries over many records) is meant to run in a thread via `asyncio.to_thread`.
+"""
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
+from bridge.mqtt import Message
+
+FILE_NAME = "amego.sqlite3"
+
+# Each migration takes the schema from its index to the next version. Never edit one that shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        call_id TEXT,
+        direction TEXT,
+        number TEXT,
+        name TEXT,
+        name_source TEXT,
+        line TEXT,
+        started TEXT NOT NULL,
+        answered TEXT,
+        ended TEXT NOT NULL,
+        ring_seconds REAL NOT NULL,
+        talk_seconds REAL NOT NULL,
+        result TEXT NOT NULL,
+        announced INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX calls_by_device ON calls (device, ended);
+    CREATE INDEX calls_by_time ON calls (ended);
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        mac TEXT,
+        name TEXT NOT NULL DEFAULT '',
+        mac_resolved INTEGER NOT NULL,
+        first_seen TEXT,
+        online INTEGER,
+        call_updated TEXT,
+        phone TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        retain INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        receipt TEXT
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or is from a newer version of the bridge."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDevice:
+    id: str
+    mac: str | None
+    name: str
+    mac_resolved: bool
+    first_seen: datetime | None
+    online: bool | None
+    call_updated: datetime | None
+    phone: Phone
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    device: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    result: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+# ---- values <-> columns -------------------------------------------------------------------------
+
+
+def to_text(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat(timespec="microseconds") if when else None
+
+
+def from_text(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _call_json(call: Call) -> dict[str, object]:
+    data: dict[str, object] = {f.name: getattr(call, f.name) for f in fields(Call)}
+    for key in ("started", "answered", "updated"):
+        data[key] = to_text(getattr(call, key))
+    return data
+
+
+def _call_from_json(data: dict[str, object]) -> Call:
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    return Call(
+        key=str(data["key"]),
+        state=CallState(str(data["state"])),
+        direction=Direction(d) if (d := text("direction")) else None,
+        number=text("number"),
+        name=text("name"),
+        line=text("line"),
+        call_id=text("call_id"),
+        started=from_text(text("started")) or datetime.now(UTC),
+        answered=from_text(text("answered")),
+        updated=from_text(text("updated")) or datetime.now(UTC),
+        name_source=text("name_source"),
+    )
+
+
+def phone_json(phone: Phone) -> str:
+    """The phone's state without its last call (that one lives in the calls table)."""
+    return json.dumps(
+        {
+            "device": phone.device,
+            "phone_type": phone.phone_type,
+            "hook": phone.hook.value,
+            "calls": [_call_json(c) for c in phone.calls],
+            "dnd": phone.dnd,
+            "forward": phone.forward,
+            "mute": phone.mute,
+            "lines": [[line, state.value] for line, state in phone.lines],
+            "model": phone.model,
+            "firmware": phone.firmware,
+            "ip": phone.ip,
+            "last_seen": to_text(phone.last_seen),
+            "next_key": phone.next_key,
+        }
+    )
+
+
+def phone_from_json(text: str, last_call: CallRecord | None) -> Phone:
+    data = json.loads(text)
+    return Phone(
+        device=data["device"],
+        phone_type=data["phone_type"],
+        hook=Hook(data["hook"]),
+        calls=tuple(_call_from_json(c) for c in data["calls"]),
+        last_call=last_call,
+        dnd=data["dnd"],
+        forward=data["forward"],
+        mute=data["mute"],
+        lines=tuple((line, LineState(state)) for line, state in data["lines"]),
+        model=data["model"],
+        firmware=data["firmware"],
+        ip=data["ip"],
+        last_seen=from_text(data["last_seen"]),
+        next_key=data["next_key"],
+    )
+
+
+_RECORD_COLUMNS = (
+    "device, call_id, direction, number, name, name_source, line, started, answered, ended, "
+    "ring_seconds, talk_seconds, result"
+)
+
+
+def _record_row(rec: CallRecord) -> tuple[object, ...]:
+    return (
+        rec.device,
+        rec.call_id,
+        rec.direction.value if rec.direction else None,
+        rec.number,
+        rec.name,
+        rec.name_source,
+        rec.line,
+        to_text(rec.started),
+        to_text(rec.answered),
+        to_text(rec.ended),
+        rec.ring_seconds,
+        rec.talk_seconds,
+        rec.result.value,
+    )
+
+
+def _record(row: Sequence[object]) -> CallRecord:
+    device, call_id, direction, number, name, name_source, line = (
+        v if v is None else str(v) for v in row[:7]
+    )
+    started, answered, ended = (from_text(v if isinstance(v, str) else None) for v in row[7:10])
+    return CallRecord(
+        call_id=call_id,
+        device=device or "",
+        direction=Direction(direction) if direction else None,
+        number=number,
+        name=name,
+        line=line,
+        started=started or datetime.now(UTC),
+        answered=answered,
+        ended=ended or datetime.now(UTC),
+        ring_seconds=float(row[10]),  # type: ignore[arg-type]
+        talk_seconds=float(row[11]),  # type: ignore[arg-type]
+        result=CallResult(str(row[12])),
+        name_source=name_source,
+    )
+
+
+# ---- the store --------------------------------------------------------------------------------
+
+
+class Store:
+    def __init__(self, directory: Path) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path = directory / FILE_NAME
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"storage.dir: cannot open {directory}: {err}") from err
+        self._lock = threading.Lock()  # the loop thread and to_thread() workers share one connection
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    def migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} is from a newer amego-bridge (schema {version}, this one knows "
+                f"{len(MIGRATIONS)}); upgrade the bridge or move the file away"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._lock:
+                self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- the per-hit write ----------------------------------------------------------------------
+
+    def save(self, device: StoredDevice | None, records: Iterable[CallRecord] = ()) -> list[int]:
+        """One transaction: a phone's state and the calls that just ended; returns the calls' ids."""
+        rows = [_record_row(r) for r in records]
+        ids: list[int] = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                if device is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO devices "
+                        "(id, mac, name, mac_resolved, first_seen, online, call_updated, phone) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            device.id,
+                            device.mac,
+                            device.name,
+                            int(device.mac_resolved),
+                            to_text(device.first_seen),
+                            None if device.online is None else int(device.online),
+                            to_text(device.call_updated),
+                            phone_json(device.phone),
+                        ),
+                    )
+                for row in rows:
+                    cursor = self._db.execute(
+                        f"INSERT INTO calls ({_RECORD_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
+                    )
+                    ids.append(int(cursor.lastrowid or 0))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return ids
+
+    def mark_announced(self, call_ids: Iterable[int]) -> None:
+        """The broker has the call_ended messages of these calls."""
+        with self._lock:
+            self._db.executemany("UPDATE calls SET announced = 1 WHERE id = ?", [(i,) for i in call_ids])
+
+    def unannounced(self, limit: int = 10_000) -> list[tuple[int, CallRecord]]:
+        """Calls whose call_ended never reached the broker (the bridge was killed), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, {_RECORD_COLUMNS} FROM calls WHERE announced = 0 ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(row[0]), _record(row[1:])) for row in rows]
+
+    def delete_device(self, device_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+
+    def rename_device(self, old_id: str, new_id: str) -> None:
+        """A phone known by its address is now known by its MAC: its calls move with it."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM devices WHERE id = ?", (old_id,))
+            self._db.execute("UPDATE calls SET device = ? WHERE device = ?", (new_id, old_id))
+            self._db.execute("COMMIT")
+
+    # ---- reading ----------------------------------------------------------------------------------
+
+    def devices(self, history_size: int) -> list[tuple[StoredDevice, list[CallRecord]]]:
+        """Every stored phone with its last `history_size` calls, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, mac, name, mac_resolved, first_seen, online, call_updated, phone FROM devices"
+            ).fetchall()
+        out = []
+        for id_, mac, name, resolved, first_seen, online, call_updated, phone in rows:
+            history = self.calls(CallQuery(device=id_, limit=history_size))
+            out.append(
+                (
+                    StoredDevice(
+                        id=id_,
+                        mac=mac,
+                        name=name,
+                        mac_resolved=bool(resolved),
+                        first_seen=from_text(first_seen),
+                        online=None if online is None else bool(online),
+                        call_updated=from_text(call_updated),
+                        phone=phone_from_json(phone, history[0] if history else None),
+                    ),
+                    history,
+                )
+            )
+        return out
+
+    def calls(self, query: CallQuery) -> list[CallRecord]:
+        """Call records, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+        if query.device is not None:
+            where.append("device = ?")
+            args.append(query.device)
+        if query.since is not None:
+            where.append("ended >= ?")
+            args.append(to_text(query.since))
+        if query.until is not None:
+            where.append("ended < ?")
+            args.append(to_text(query.until))
+        if query.result is not None:
+            where.append("result = ?")
+            args.append(query.result)
+        sql = f"SELECT {_RECORD_COLUMNS} FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ended DESC, id DESC LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, query.limit, query.offset)).fetchall()
+        return [_record(row) for row in rows]
+
+    def count_calls(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+    def prune(self, before: datetime) -> int:
+        """Delete call records that ended before `before` (retention); returns how many."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM calls WHERE ended < ?", (to_text(before),))
+            return cursor.rowcount
+
+    # ---- MQTT messages that outlive the process -----------------------------------------------------
+
+    def save_outbox(self, messages: Sequence[Message]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM outbox")
+            self._db.executemany(
+                "INSERT INTO outbox (topic, payload, retain, qos, receipt) VALUES (?, ?, ?, ?, ?)",
+                [(m.topic, m.payload, int(m.retain), m.qos, m.receipt) for m in messages],
+            )
+            self._db.execute("COMMIT")
+
+    def take_outbox(self) -> list[Message]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            rows = self._db.execute(
+                "SELECT topic, payload, retain, qos, receipt FROM outbox ORDER BY seq"
+            ).fetchall()
+            self._db.execute("DELETE FROM outbox")
+            self._db.execute("COMMIT")
+        return [Message(t, bytes(p), bool(r), int(q), receipt) for t, p, r, q, receipt in rows]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None

@@ -1,0 +1,41 @@
+"""The benchmark command runs from the tree and prints its table (a tiny run; no timing asserted)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.fail("mosquitto is not installed: run the README's test command (it installs it)")
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # nothing depends on where it is started
+        timeout=170,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["baseline", "bridge", "bridge/baseline"]
+    table = "\n".join(lines)
+    for row in ("max hits/s", "latency p50 at 200", "latency p99 at 1000", "CPU per hit", "peak RSS", "10,000"):
+        assert row in table
+    report = json.loads(out.read_text())
+    assert report["mode"] == "tiny"
+    for name in ("baseline", "bridge"):
+        found = report["results"][name]
+        assert found["max"]["statuses"]["200"] > 0
+        assert found["at"]["1000"]["delivered"] > 0  # stamped hits came through MQTT
+        assert found["peak_rss_mb"] > 0
+        assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
+    assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined

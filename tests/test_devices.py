@@ -1,0 +1,127 @@
+"""The device registry over MQTT: configured and learned phones, rename, remove, addresses."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.mqtt import Endpoint
+from tests.conftest import TIMEOUT, Mosquitto, RunningBridge, Watcher, make_config, start_bridge, wait_until
+
+MAC = "001565aabbcc"
+LEAVES = ("availability", "status", "call", "history")
+
+
+@pytest.fixture
+def bridge(mosquitto: Mosquitto, base_topic: str, watcher: Watcher) -> Iterator[RunningBridge]:
+    """A bridge whose Home Assistant discovery lives under the test's own base topic."""
+    extra = {"homeassistant": {"discovery_prefix": f"{base_topic}/ha"}}
+    rb = start_bridge(make_config(base_topic, mosquitto.url, extra), Endpoint("127.0.0.1", mosquitto.port))
+    yield rb
+    rb.stop()
+
+
+def request(watcher: Watcher, base: str, name: str, payload: object) -> Any:
+    """Send a bridge request and wait for its response."""
+    transaction = f"t{len(watcher.messages)}-{name}"
+    body = {**payload, "transaction": transaction} if isinstance(payload, dict) else payload
+    watcher.client.publish(f"{base}/bridge/request/{name}", json.dumps(body), qos=1)
+    return watcher.wait_for(
+        f"{base}/bridge/response/{name}",
+        lambda p: p["transaction"] == transaction or not isinstance(payload, dict),
+    )
+
+
+def hit(rb: RunningBridge, path: str, source: str | None = None) -> None:
+    transport = httpx.HTTPTransport(local_address=source) if source else None
+    with httpx.Client(base_url=rb.url, transport=transport, timeout=TIMEOUT) as client:
+        response = client.get(path)
+    assert (response.status_code, response.text) == (200, "OK")
+
+
+def test_rename_then_remove(bridge: RunningBridge, watcher: Watcher, mosquitto: Mosquitto) -> None:
+    base = bridge.base
+    hit(bridge, "/incomingcall/yealink?device=00:15:65:AA:BB:CC&remote=5551234")
+    watcher.wait_for(f"{base}/bridge/event", lambda p: p["type"] == "device_joined")
+
+    renamed = request(watcher, base, "device/rename", {"id": "00-15-65-aa-bb-cc", "name": " Front desk "})
+    assert (renamed["status"], renamed["data"]["name"]) == ("ok", "Front desk")
+    devices = watcher.wait_for(f"{base}/bridge/devices", lambda p: p and p[0]["name"] == "Front desk")
+    assert [d["id"] for d in devices] == [MAC]
+    event = watcher.wait_for(f"{base}/bridge/event", lambda p: p["type"] == "device_updated")
+    assert (event["data"]["old_name"], event["data"]["name"]) == (MAC, "Front desk")
+    watcher.wait_for(f"{base}/ha/device/amego_{MAC}/config", lambda p: p and p["dev"]["name"] == "Front desk")
+
+    refused = request(watcher, base, "device/rename", {"id": MAC, "name": "bad\nname"})
+    assert refused["status"] == "error"
+    assert "control characters" in refused["error"]
+
+    removed = request(watcher, base, "device/remove", MAC)  # a bare id
+    assert (removed["status"], removed["data"]["id"]) == ("ok", MAC)
+    event = watcher.wait_for(f"{base}/bridge/event", lambda p: p["type"] == "device_removed")
+    assert event["data"]["id"] == MAC
+    watcher.wait_for(f"{base}/bridge/devices", lambda p: p == [])
+    cleared = [f"{base}/{MAC}/{leaf}" for leaf in LEAVES] + [f"{base}/ha/device/amego_{MAC}/config"]
+    wait_until(
+        lambda: all(any(m.payload == b"" for m in watcher.on(t)) for t in cleared),
+        what="empty retained payloads on every retained topic of the phone",
+    )
+    late = Watcher(mosquitto.port, f"{base}/#")
+    try:
+        late.wait_for(f"{base}/bridge/devices")
+        assert not [m.topic for m in late.messages if MAC in m.topic]
+    finally:
+        late.close()
+
+    gone = request(watcher, base, "device/remove", {"id": MAC})
+    assert gone["status"] == "error"
+    assert MAC in gone["error"]
+
+    # The phone calls again: it joins again.
+    hit(bridge, "/offhook/yealink?device=001565AABBCC")
+    wait_until(
+        lambda: [m.json()["type"] for m in watcher.on(f"{base}/bridge/event")].count("device_joined") == 2,
+        what="a second device_joined",
+    )
+
+
+def test_phone_address_follows_its_hits(bridge: RunningBridge, watcher: Watcher) -> None:
+    base = bridge.base
+    hit(bridge, f"/offhook/snom?device={MAC}")
+    watcher.wait_for(f"{base}/bridge/devices", lambda p: p and p[0]["ip"] == "127.0.0.1")
+    hit(bridge, f"/onhook/snom?device={MAC}", source="127.0.0.2")  # a new address
+    watcher.wait_for(f"{base}/bridge/devices", lambda p: p and p[0]["ip"] == "127.0.0.2")
+    hit(bridge, f"/ipchange/snom?device={MAC}&ip=192.168.1.77", source="127.0.0.2")
+    watcher.wait_for(f"{base}/bridge/devices", lambda p: p and p[0]["ip"] == "192.168.1.77")
+    status = watcher.wait_for(f"{base}/{MAC}/status", lambda p: p["ip"] == "192.168.1.77")
+    assert status["phone_type"] == "snom"
+
+
+def test_configured_phone_is_known_by_its_address(
+    mosquitto: Mosquitto, base_topic: str, watcher: Watcher
+) -> None:
+    devices = {"learn": False, "frontdesk": {"name": "Front desk", "ip": "127.0.0.1:8081"}}
+    config = make_config(base_topic, mosquitto.url, {"devices": devices})
+    rb = start_bridge(config, Endpoint("127.0.0.1", mosquitto.port))
+    try:
+        registry = watcher.wait_for(f"{base_topic}/bridge/devices")
+        assert [(d["id"], d["name"], d["configured"]) for d in registry] == [
+            ("frontdesk", "Front desk", True)
+        ]
+        # A hit with no MAC from the configured address is that phone, even with learn = false.
+        hit(rb, "/incomingcall/grandstream?remote=5551234")
+        event = watcher.wait_for(f"{base_topic}/frontdesk/event")
+        assert event["event_type"] == "incoming_call"
+        joined = watcher.wait_for(f"{base_topic}/bridge/event", lambda p: p["type"] == "device_joined")
+        assert (joined["data"]["id"], joined["data"]["first_seen"] is not None) == ("frontdesk", True)
+        # From another address, with no MAC: an unknown phone, refused.
+        with httpx.Client(
+            transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=TIMEOUT
+        ) as client:
+            response = client.get(f"{rb.url}/offhook/grandstream")
+        assert response.status_code == 403
+        assert "ip-127-0-0-3" in response.text
+    finally:
+        rb.stop()

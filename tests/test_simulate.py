@@ -1,0 +1,180 @@
+"""The phone simulator: its hits, their calls through the state machine, and against a real bridge."""
+
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from bridge.calls import Phone, apply
+from bridge.events import PhoneEvent, RawHit, parse_hit, parse_mac
+from bridge.profiles import BUILTIN_PROFILES
+from bridge.simulate import (
+    NAMES,
+    RESULTS,
+    SEQUENCES,
+    Flavour,
+    Options,
+    Scenario,
+    make_phone,
+    play,
+    simulate,
+)
+from tests.conftest import RunningBridge, Watcher, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+def parse(request_target: str) -> PhoneEvent:
+    """A hit as the bridge reads it."""
+    parts = urlsplit(request_target)
+    event, phone_type = parts.path.strip("/").split("/")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    profile = BUILTIN_PROFILES[phone_type]
+    raw = RawHit("GET", parts.path, parts.query)
+    return parse_hit(event, phone_type, params, profile=profile, source="127.0.0.1", raw=raw)
+
+
+CASES = [(t, s) for t in SEQUENCES for s in Scenario]
+
+
+@pytest.mark.parametrize(("phone_type", "scenario"), CASES, ids=[f"{t}-{s}" for t, s in CASES])
+def test_each_scenario_ends_its_calls_with_the_results_it_promises(
+    phone_type: str, scenario: Scenario
+) -> None:
+    phone = make_phone(0 if phone_type == "yealink" else 1, Flavour.MIXED)
+    assert phone.phone_type == phone_type
+    state = Phone(device=phone.mac, phone_type=phone_type)
+    results = []
+    for step, request_target in enumerate(play(phone, scenario, random.Random(7))):
+        event = parse(request_target)
+        assert event.kind is not None, request_target
+        assert event.mac == phone.mac
+        assert event.local == phone.extension
+        transition = apply(state, event, START + timedelta(seconds=step))
+        state = transition.phone
+        results += [rec.result.value for rec in transition.ended]
+    assert tuple(results) == RESULTS[scenario]
+    assert state.calls == ()
+    if scenario is Scenario.DND:
+        assert state.dnd is False
+
+
+@pytest.mark.parametrize("phone_type", sorted(SEQUENCES))
+def test_a_caller_keeps_number_name_and_call_id_through_the_call(phone_type: str) -> None:
+    phone = make_phone(0 if phone_type == "yealink" else 1, Flavour.MIXED)
+    rng = random.Random(3)
+    for _ in range(20):
+        events = [parse(t) for t in play(phone, Scenario.INCOMING_ANSWERED, rng)]
+        calls = [e for e in events if e.call_id is not None]
+        assert len(calls) == 3
+        assert len({(e.call_id, e.number) for e in calls}) == 1
+        assert (calls[0].number or "").lstrip("+").isdigit()
+        assert calls[0].name in {n or None for n in NAMES}  # spaces, umlauts and commas come through
+
+
+def test_phones_have_distinct_locally_administered_macs() -> None:
+    macs = [make_phone(i, Flavour.MIXED).mac for i in range(5000)]
+    assert len(set(macs)) == 5000
+    assert all(parse_mac(mac) == mac and int(mac[:2], 16) & 0b10 for mac in macs)
+
+
+def history_results(watcher: Watcher) -> Counter[str]:
+    """The results of every call in the last history of every phone."""
+    found: Counter[str] = Counter()
+    with watcher.lock:
+        topics = {m.topic for m in watcher.messages if m.topic.endswith("/history")}
+    for topic in topics:
+        found.update(rec["result"] for rec in watcher.last(topic))
+    return found
+
+
+@pytest.mark.parametrize("flavour", [Flavour.YEALINK, Flavour.SNOM])
+def test_calls_played_show_in_the_bridges_history(
+    running: RunningBridge, watcher: Watcher, flavour: Flavour
+) -> None:
+    chosen = (
+        Scenario.INCOMING_ANSWERED,
+        Scenario.INCOMING_MISSED,
+        Scenario.OUTGOING_ANSWERED,
+        Scenario.OUTGOING_CANCELLED,
+        Scenario.CALL_WAITING,
+        Scenario.REGISTRATION,
+    )
+    options = Options("127.0.0.1", running.port, rate=0, calls=8, seed=0, flavour=flavour, scenarios=chosen)
+    summary = simulate(options)
+    assert summary.statuses == {"200": summary.hits}
+    assert {"answered", "missed", "cancelled"} <= set(summary.results)  # one phone: the seed decides
+    wait_until(lambda: history_results(watcher) == summary.results, what="every call in history")
+    phone = make_phone(0, flavour)
+    topic = f"{running.base}/{phone.mac}"
+    wait_until(lambda: watcher.last(f"{topic}/call")["state"] == "idle", what="the phone to be idle")
+    wait_until(lambda: watcher.last(f"{topic}/status")["hook"] == "on", what="the handset down")
+    status = watcher.last(f"{topic}/status")
+    assert status["phone_type"] == phone.phone_type
+    assert status["lines"] == {phone.extension: "registered"}  # Snom's log_on registers too
+    assert status["ip"] == phone.ip  # each phone sends from the address it reports
+
+
+def test_timestamps_reach_the_event_under_extra(running: RunningBridge, watcher: Watcher) -> None:
+    options = Options(
+        "127.0.0.1", running.port, rate=0, calls=1, scenarios=(Scenario.DND,), timestamps=True, seed=2
+    )
+    summary = simulate(options)
+    assert summary.hits == 2
+    mac = make_phone(0, Flavour.MIXED).mac
+    event = watcher.wait_for(f"{running.base}/{mac}/event", lambda p: p["event_type"] == "dnd_off")
+    assert event["extra"]["t"].isdigit()
+    assert abs(int(event["extra"]["t"]) / 1e9 - datetime.now(UTC).timestamp()) < 60
+
+
+def test_the_rate_bounds_the_hits_sent(running: RunningBridge) -> None:
+    options = Options("127.0.0.1", running.port, phones=4, rate=20, duration=1.0)
+    summary = simulate(options)
+    assert 0 < summary.hits <= 21
+    assert summary.statuses == {"200": summary.hits}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "simulate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_simulate_command_plays_snom_calls(running: RunningBridge, watcher: Watcher) -> None:
+    result = run_cli(
+        "--server", f"127.0.0.1:{running.port}", "--type", "snom", "--calls", "3", "--rate", "0", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["statuses"] == {"200": summary["hits"]}
+    assert summary["scenarios"]["registration"] == 1
+    phone = make_phone(0, Flavour.SNOM)
+    status = watcher.wait_for(f"{running.base}/{phone.mac}/status", lambda p: bool(p["lines"]))
+    assert status["phone_type"] == "snom"
+    assert status["lines"] == {phone.extension: "registered"}
+
+
+def test_simulate_command_says_when_nothing_answers() -> None:
+    result = run_cli("--server", f"127.0.0.1:{free_port()}", "--calls", "1", "--rate", "0")
+    assert result.returncode == 1
+    assert "answers: refused: " in result.stdout
+    assert "200" not in result.stdout
+
+
+def test_simulate_command_names_an_unknown_scenario() -> None:
+    result = run_cli("--scenarios", "incoming_answered,ringing")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "'ringing'" in result.stderr

@@ -1,0 +1,138 @@
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
+from bridge.mqtt import Message
+from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
+
+T0 = datetime(2026, 11, 26, 8, 0, 0, 123000, tzinfo=UTC)
+
+
+def record(
+    device: str, minutes: int, result: CallResult = CallResult.ANSWERED, number: str = "555"
+) -> CallRecord:
+    started = T0 + timedelta(minutes=minutes)
+    return CallRecord(
+        call_id=f"c{minutes}",
+        device=device,
+        direction=Direction.INCOMING,
+        number=number,
+        name="Alice",
+        line="100",
+        started=started,
+        answered=started + timedelta(seconds=5),
+        ended=started + timedelta(seconds=65),
+        ring_seconds=5.0,
+        talk_seconds=60.0,
+        result=result,
+        name_source="contacts",
+    )
+
+
+def phone_in_a_call() -> Phone:
+    call = Call(
+        key="c3",
+        state=CallState.TALKING,
+        direction=Direction.OUTGOING,
+        number="+4930123",
+        name=None,
+        line="100",
+        call_id="x@pbx",
+        started=T0,
+        answered=T0 + timedelta(seconds=3),
+        updated=T0 + timedelta(seconds=3),
+    )
+    return Phone(
+        device="001565aabbcc",
+        phone_type="yealink",
+        hook=Hook.OFF,
+        calls=(call,),
+        dnd=True,
+        lines=(("100", LineState.REGISTERED),),
+        model="SIP-T46S",
+        ip="192.168.1.50",
+        last_seen=T0,
+        next_key=4,
+    )
+
+
+def test_a_phone_with_its_active_call_survives_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    phone = phone_in_a_call()
+    rec = record("001565aabbcc", 0)
+    device = StoredDevice("001565aabbcc", "001565aabbcc", "Front desk", True, T0, True, T0, phone)
+    store.save(device, [rec])
+    store.close()
+
+    again = Store(tmp_path)
+    [(loaded, history)] = again.devices(history_size=20)
+    assert loaded.name == "Front desk"
+    assert loaded.phone.calls == phone.calls
+    assert loaded.phone.last_call == rec
+    assert loaded.phone == replace(phone, last_call=rec)
+    assert history == [rec]
+
+
+def test_call_log_queries_newest_first_with_filters(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.save(None, [record("a", m) for m in range(10)] + [record("b", 5, CallResult.MISSED)])
+    assert [r.call_id for r in store.calls(CallQuery(device="a", limit=3))] == ["c9", "c8", "c7"]
+    assert [r.call_id for r in store.calls(CallQuery(device="a", limit=3, offset=3))] == ["c6", "c5", "c4"]
+    assert [r.device for r in store.calls(CallQuery(result="missed"))] == ["b"]
+    since = T0 + timedelta(minutes=8, seconds=30)
+    assert [r.call_id for r in store.calls(CallQuery(device="a", since=since))] == ["c9", "c8"]
+    assert store.count_calls() == 11
+
+
+def test_retention_prunes_old_records(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.save(None, [record("a", m) for m in range(0, 100, 10)])
+    assert store.prune(T0 + timedelta(minutes=45)) == 5
+    assert store.count_calls() == 5
+
+
+def test_outbox_keeps_messages_in_order_once(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    messages = [
+        Message("amego/x/event", f"{i}".encode(), False, 1, f"r{i}" if i % 2 else None) for i in range(5)
+    ]
+    store.save_outbox(messages)
+    store.close()
+    again = Store(tmp_path)
+    assert again.take_outbox() == messages
+    assert again.take_outbox() == []
+
+
+def test_unannounced_calls_until_marked(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    ids = store.save(None, [record("a", 1), record("a", 2)])
+    assert [i for i, _ in store.unannounced()] == ids
+    store.mark_announced(ids[:1])
+    assert [r.call_id for _, r in store.unannounced()] == ["c2"]
+
+
+def test_migrations_are_applied_once_and_newer_schemas_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.schema_version == len(MIGRATIONS)
+    store.close()
+    assert Store(tmp_path).schema_version == len(MIGRATIONS)
+    db = sqlite3.connect(tmp_path / "amego.sqlite3")
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer amego-bridge"):
+        Store(tmp_path)
+
+
+def test_moving_a_device_moves_its_calls(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    phone = Phone(device="ip-10-0-0-5")
+    store.save(
+        StoredDevice("ip-10-0-0-5", None, "", False, T0, None, None, phone), [record("ip-10-0-0-5", 1)]
+    )
+    store.rename_device("ip-10-0-0-5", "001565aabbcc")
+    assert store.devices(20) == []
+    assert [r.device for r in store.calls(CallQuery())] == ["001565aabbcc"]
