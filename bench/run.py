@@ -1,7 +1,7 @@
 """The bridge against the thinnest relay on its stack, in one run and under identical load.
 
     python bench/run.py               # the full run: under 5 minutes on 2 cores
-    python bench/run.py --quick       # about a minute
+    python bench/run.py --quick       # under a minute
     python bench/run.py --json FILE   # the numbers as JSON too
 
 A private mosquitto on a free port; the bridge (`python -m bridge run`) and the baseline
@@ -56,7 +56,7 @@ class Plan:
 
 PLANS = {
     "full": Plan(1000, max_seconds=6, max_rounds=2, latency_seconds=8, state_step=500, state_budget=80),
-    "quick": Plan(300, max_seconds=3, max_rounds=1, latency_seconds=3, state_step=150, state_budget=12),
+    "quick": Plan(300, max_seconds=3, max_rounds=1, latency_seconds=3, state_step=200, state_budget=20),
     "tiny": Plan(20, 0.5, 1, latency_seconds=0.4, state_step=10, state_budget=5, state_steps=2),
 }
 
@@ -555,7 +555,9 @@ def render(results: dict[str, Results], plan: Plan) -> str:
         lines.append(f"{label:56} {fmt(base):>10} {fmt(bridge):>10} {ratio:>16}")
     if not results["bridge"].peak_reset:
         lines.append("(peak RSS under load includes the join: /proc/<pid>/clear_refs was not writable)")
-    if results["bridge"].extrapolated:
+    if results["bridge"].extrapolated and results["bridge"].rss_at_target_mb is None:
+        lines.append(f"({TARGET_PHONES:,} phones: too few fed to extrapolate; the full run feeds more)")
+    elif results["bridge"].extrapolated:
         lines.append(
             f"({TARGET_PHONES:,} phones: extrapolated along the least-squares line of the feed's "
             "steps, which stopped at their time budget)"
@@ -605,7 +607,7 @@ def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Results]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="The bridge against a bare Starlette+uvicorn+paho relay.")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    mode.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     mode.add_argument("--tiny", action="store_true", help="a few hundred hits: does the machinery work")
     p.add_argument("--json", metavar="FILE", help="write all numbers as JSON to FILE")
     args = p.parse_args(argv)

@@ -220,11 +220,12 @@ def build_app(
         if embedded is not None:
             await embedded.start()
         bridge.arp.start()  # the one CAP_NET_RAW warning, at start-up
+        bridge.open()
         timers = asyncio.create_task(bridge.run_timers())
         link = None
         if broker is not None:
             link = MqttLink(broker, asyncio.get_running_loop(), bridge.on_connected, bridge.on_message)
-            bridge.link = link
+            bridge.attach(link)
             link.start()
         try:
             yield
@@ -235,6 +236,8 @@ def build_app(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):
                         await link.flush()
+            bridge.close()
+            if link is not None:
                 link.stop()
             if embedded is not None:
                 await embedded.stop()

@@ -108,6 +108,10 @@ class MqttLink:
     def queue_length(self) -> int:
         return len(self._pending) + len(self._inflight)
 
+    def room(self) -> int:
+        """How many more messages the queue takes before it refuses."""
+        return self.settings.queue_size - self.queue_length
+
     def publish(self, messages: Sequence[Message], *, force: bool = False) -> bool:
         """Queue all of `messages`, in order, or none of them (False: the queue is full).
 

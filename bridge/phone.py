@@ -36,6 +36,7 @@ class HideQuery(logging.Filter):
 
 
 HIDE_QUERY = HideQuery()
+MAX_BODY = 65536  # characters of a reply kept for whoever reads it
 
 
 class AuthScheme(StrEnum):
@@ -61,6 +62,7 @@ class Target:
 class Outcome:
     error: str | None = None  # None: the phone took the command
     http_status: int | None = None
+    body: str = field(default="", repr=False)  # a successful reply's text (status polls read it)
 
     @property
     def ok(self) -> bool:
@@ -174,7 +176,7 @@ def judge(response: httpx.Response, target: Target, commands: CommandSet) -> Out
         if commands.error_body and re.search(commands.error_body, response.text[:4096]):
             answer = " ".join(response.text[:120].split())
             return Outcome(f"the phone refused the command: {scrub(answer, target)}", status)
-        return Outcome(None, status)
+        return Outcome(None, status, response.text[:MAX_BODY])
     if status == 401:
         if target.username or target.password:
             return Outcome("401 wrong credentials: the phone refused the user name or password", status)

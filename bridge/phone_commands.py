@@ -108,6 +108,26 @@ def templates(*texts: str) -> tuple[RequestTemplate, ...]:
     return tuple(parse_template(text) for text in texts)
 
 
+class StatusReply(StrEnum):
+    """Which reader a status request's reply goes to (bridge.poll)."""
+
+    YEALINK_PHONECFG = "yealink_phonecfg"
+    GRANDSTREAM_LINE_STATUS = "grandstream_line_status"
+    GRANDSTREAM_ACCOUNTS = "grandstream_accounts"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """A request that reads a phone's registration, DND or call state, and how to read its reply."""
+
+    reply: StatusReply
+    request: RequestTemplate
+
+
+# Without a status request the bridge asks only whether the phone answers at all.
+REACHABILITY = parse_template("GET /")
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSet:
     """A phone type's remote control: request templates by command name, and how to judge replies."""
@@ -122,6 +142,7 @@ class CommandSet:
     refused_hint: str = ""  # added to a 403's reason
     setup_lines: tuple[str, ...] = ()  # provisioning lines; {bridge_ip} is filled in
     setup_steps: tuple[str, ...] = ()  # web UI steps; {bridge_ip} is filled in
+    status: tuple[StatusRequest, ...] = ()  # polled in order; none: reachability only
 
 
 NO_COMMANDS = CommandSet()
@@ -180,6 +201,11 @@ YEALINK_COMMANDS = CommandSet(
         }
     ),
     keys=YEALINK_KEYS,
+    status=(
+        StatusRequest(
+            StatusReply.YEALINK_PHONECFG, parse_template("GET /servlet?phonecfg=get&accounts=1&dnd=1")
+        ),
+    ),
     default_username="admin",
     default_password="admin",
     refused_hint=(
@@ -235,6 +261,16 @@ GRANDSTREAM_COMMANDS = CommandSet(
     ),
     auth=AuthKind.PASSCODE,
     error_body=r'"response"\s*:\s*"error"',
+    status=(
+        StatusRequest(
+            StatusReply.GRANDSTREAM_LINE_STATUS,
+            parse_template("GET /cgi-bin/api-get_line_status?passcode={password}"),
+        ),
+        StatusRequest(
+            StatusReply.GRANDSTREAM_ACCOUNTS,
+            parse_template("GET /cgi-bin/api-get_accounts?passcode={password}"),
+        ),
+    ),
     refused_hint="add the bridge's address to the phone's Action URI Allowed IP List",
     setup_steps=(
         "Network > Remote Control (GRP260x: Network Settings > Advanced Settings > Remote Control)",

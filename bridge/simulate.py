@@ -274,7 +274,8 @@ class Summary:
     late: int  # hits sent more than 100 ms after their time: every phone was still waiting
     latency_ms: Mapping[str, float]  # of the HTTP answers: p50, p99, max
     scenarios: Mapping[str, int]
-    results: Mapping[str, int]  # results of the calls played to the end
+    results: Mapping[str, int]  # results of the calls played to the end, every hit answered 200
+    broken: int = 0  # scenarios played to the end with a hit refused: their results are unknown
 
     @property
     def rate(self) -> float:
@@ -290,6 +291,7 @@ class Summary:
             "latency_ms": dict(self.latency_ms),
             "scenarios": dict(self.scenarios),
             "results": dict(self.results),
+            "broken": self.broken,
         }
 
     def describe(self) -> str:
@@ -302,6 +304,8 @@ class Summary:
             "scenarios: " + (", ".join(f"{k} {v}" for k, v in sorted(self.scenarios.items())) or "none"),
             "calls played: " + (", ".join(f"{k} {v}" for k, v in sorted(self.results.items())) or "none"),
         ]
+        if self.broken:
+            lines.append(f"not counted: {self.broken} scenarios with a hit not answered 200")
         if self.late:
             lines.append(f"late: {self.late} hits went out over 100 ms late (all phones were busy)")
         return "\n".join(lines)
@@ -320,6 +324,7 @@ class PhoneRun:
     rng: random.Random
     plan: deque[str] = field(default_factory=deque)
     scenario: Scenario | None = None
+    refused: bool = False  # a hit of the current scenario was not answered 200
     booted: bool = False
 
 
@@ -343,14 +348,14 @@ class Simulation:
         self.latencies: list[float] = []
         self.scenarios: Counter[str] = Counter()
         self.results: Counter[str] = Counter()
+        self.broken = 0
         self.late = 0
 
     def next_target(self, run: PhoneRun) -> str | None:
         """The phone's next hit; a new scenario when the last is done; None when it has finished."""
         if not run.plan:
             if run.scenario is not None:
-                self.results.update(RESULTS[run.scenario])
-                run.scenario = None
+                self.finish(run)
             if not run.booted and Scenario.REGISTRATION in self.options.scenarios:
                 scenario = Scenario.REGISTRATION
             else:
@@ -367,6 +372,15 @@ class Simulation:
             request_target += f"&token={quote(self.options.token, safe='')}"
         return request_target
 
+    def finish(self, run: PhoneRun) -> None:
+        """Counts the calls of a scenario whose last hit was answered."""
+        assert run.scenario is not None
+        if run.refused:
+            self.broken += 1
+        else:
+            self.results.update(RESULTS[run.scenario])
+        run.scenario, run.refused = None, False
+
     async def hit(self, run: PhoneRun, request_target: str) -> None:
         opts = self.options
         if opts.timestamps:
@@ -380,6 +394,7 @@ class Simulation:
             status = "timeout"
         self.latencies.append(time.perf_counter() - sent)
         self.statuses[status] += 1
+        run.refused |= status != "200"
 
     async def run(self) -> Summary:
         loop = asyncio.get_running_loop()
@@ -431,7 +446,7 @@ class Simulation:
             await asyncio.wait(tasks)
         for run in self.runs:  # a scenario whose last hit was answered has ended
             if run.scenario is not None and not run.plan:
-                self.results.update(RESULTS[run.scenario])
+                self.finish(run)
         seconds = loop.time() - start
         return Summary(
             hits=sum(self.statuses.values()),
@@ -445,6 +460,7 @@ class Simulation:
             },
             scenarios=dict(self.scenarios),
             results=dict(self.results),
+            broken=self.broken,
         )
 
 

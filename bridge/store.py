@@ -9,7 +9,7 @@ few commits. Small per-hit writes run on the loop thread (tens of microseconds);
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +37,11 @@ MIGRATIONS: tuple[str, ...] = (
         ring_seconds REAL NOT NULL,
         talk_seconds REAL NOT NULL,
         result TEXT NOT NULL,
-        announced INTEGER NOT NULL DEFAULT 0
+        receipt TEXT  -- set while the call's call_ended message has not reached the broker
     );
     CREATE INDEX calls_by_device ON calls (device, ended);
     CREATE INDEX calls_by_time ON calls (ended);
+    CREATE INDEX calls_unannounced ON calls (receipt) WHERE receipt IS NOT NULL;
     CREATE TABLE devices (
         id TEXT PRIMARY KEY,
         mac TEXT,
@@ -253,10 +254,18 @@ class Store:
 
     # ---- the per-hit write ----------------------------------------------------------------------
 
-    def save(self, device: StoredDevice | None, records: Iterable[CallRecord] = ()) -> list[int]:
-        """One transaction: a phone's state and the calls that just ended; returns the calls' ids."""
-        rows = [_record_row(r) for r in records]
-        ids: list[int] = []
+    def save(
+        self,
+        device: StoredDevice | None,
+        records: Sequence[CallRecord] = (),
+        receipts: Sequence[str | None] = (),
+    ) -> None:
+        """One transaction: a phone's state and the calls that just ended, each with the receipt of
+        its call_ended message (None: nothing to announce)."""
+        rows = [
+            (*_record_row(r), receipt)
+            for r, receipt in zip(records, receipts or [None] * len(records), strict=True)
+        ]
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -276,29 +285,28 @@ class Store:
                             phone_json(device.phone),
                         ),
                     )
-                for row in rows:
-                    cursor = self._db.execute(
-                        f"INSERT INTO calls ({_RECORD_COLUMNS}) VALUES ({', '.join('?' * 13)})", row
+                if rows:
+                    self._db.executemany(
+                        f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows
                     )
-                    ids.append(int(cursor.lastrowid or 0))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return ids
 
-    def mark_announced(self, call_ids: Iterable[int]) -> None:
-        """The broker has the call_ended messages of these calls."""
+    def announced(self, receipt: str) -> None:
+        """The broker has the call_ended message with this receipt."""
         with self._lock:
-            self._db.executemany("UPDATE calls SET announced = 1 WHERE id = ?", [(i,) for i in call_ids])
+            self._db.execute("UPDATE calls SET receipt = NULL WHERE receipt = ?", (receipt,))
 
-    def unannounced(self, limit: int = 10_000) -> list[tuple[int, CallRecord]]:
-        """Calls whose call_ended never reached the broker (the bridge was killed), oldest first."""
+    def unannounced(self, limit: int = 10_000) -> list[tuple[str, CallRecord]]:
+        """Calls whose call_ended never reached the broker, oldest first, with their receipts."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, {_RECORD_COLUMNS} FROM calls WHERE announced = 0 ORDER BY id LIMIT ?", (limit,)
+                f"SELECT receipt, {_RECORD_COLUMNS} FROM calls WHERE receipt IS NOT NULL ORDER BY id LIMIT ?",
+                (limit,),
             ).fetchall()
-        return [(int(row[0]), _record(row[1:])) for row in rows]
+        return [(str(row[0]), _record(row[1:])) for row in rows]
 
     def delete_device(self, device_id: str) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ from bridge import __version__, payloads
 from bridge.calls import CallRecord, CallResult
 from bridge.feed import CLOSE, DeviceChanged, Fanout, HitLog, HitSeen, LoggedHit, UiEvent, frame
 from bridge.service import Bridge
+from bridge.store import CallQuery as StoreQuery
 from bridge.webviews import (
     CallQuery,
     QueryError,
@@ -320,14 +321,8 @@ class Server(uvicorn.Server):
 
 
 def find_calls(bridge: Bridge, query: CallQuery) -> list[CallRecord]:
-    """The call log, newest first. For now the phones' in-memory histories (`calls.history_size`
-    each); this is the one place to point at the call store."""
-    records = (
-        rec
-        for device in bridge.devices.values()
-        if query.device is None or device.id == query.device
-        for rec in device.history
-        if (query.result is None or rec.result is query.result)
-        and (query.since is None or rec.ended >= query.since)
+    """The call log, newest first, from the bridge's store."""
+    result = query.result.value if query.result is not None else None
+    return bridge.call_log(
+        StoreQuery(device=query.device, since=query.since, result=result, limit=query.limit)
     )
-    return sorted(records, key=lambda rec: rec.ended, reverse=True)[: query.limit]

@@ -17,7 +17,7 @@ from bridge.config import normalise_device_id
 from bridge.events import format_mac, parse_mac
 from bridge.feed import HitSeen
 from bridge.profiles import Profile
-from bridge.service import Device
+from bridge.registry import Device
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000

@@ -1,10 +1,12 @@
 """Real parts for tests: a private mosquitto per test session, an MQTT watcher, a bridge on a free port."""
 
 import asyncio
+import atexit
 import json
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +28,9 @@ from bridge.mqtt import Endpoint
 from bridge.service import Bridge
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# Each bridge's store, by base topic (unique per test); the whole folder goes at the end of the run.
+STORAGE = Path(tempfile.mkdtemp(prefix="amego-tests-"))
+atexit.register(shutil.rmtree, STORAGE, True)
 TIMEOUT = 10.0
 
 
@@ -254,6 +259,7 @@ def make_config(
     data: dict[str, dict[str, object]] = {
         "mqtt": {"url": broker_url, "base_topic": base_topic, "client_id": f"bridge-{base_topic}"},
         "arp": {"enabled": False},
+        "storage": {"dir": str(STORAGE / base_topic)},
     }
     for section, values in (extra or {}).items():
         data.setdefault(section, {}).update(values)

@@ -1,5 +1,6 @@
 """A real HTTP server standing in for a phone's web server: records what reaches it, and can
-demand basic or digest auth, answer with any status, or hold its answer until released."""
+demand basic or digest auth, answer with any status, or hold its answer until released; it can
+answer each path with its own body, and go down (close every connection without an answer)."""
 
 import base64
 import hashlib
@@ -46,6 +47,8 @@ class StandIn:
     status: int = 200
     body: str = "OK"
     hold: bool = False  # wait for `release` before answering
+    replies: dict[str, str] = field(default_factory=dict)  # body by path; `body` for the others
+    down: bool = False  # close each connection without an answer, like a phone that is gone
     certificate: tuple[Path, Path] | None = None  # (cert, key): answer over TLS
     seen: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -92,6 +95,9 @@ class StandIn:
         self.server.server_close()
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
+        if self.down:
+            request.close_connection = True
+            return
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
         authorization = request.headers.get("Authorization")
@@ -104,7 +110,8 @@ class StandIn:
         if self.hold:
             self.release.wait(30)
         headers = [("Location", "/index.htm")] if 300 <= self.status < 400 else []
-        self.answer(request, self.status, self.body, headers)
+        body = self.replies.get(request.path.partition("?")[0], self.body)
+        self.answer(request, self.status, body, headers)
 
     def answer(
         self, request: BaseHTTPRequestHandler, status: int, text: str, headers: list[tuple[str, str]]

@@ -28,7 +28,8 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["baseline", "bridge", "bridge/baseline"]
     table = "\n".join(lines)
-    for row in ("max hits/s", "latency p50 at 200", "latency p99 at 1000", "CPU per hit", "peak RSS", "10,000"):
+    rows = ("max hits/s", "latency p50 at 200", "latency p99 at 1000", "CPU per hit", "peak RSS", "10,000")
+    for row in rows:
         assert row in table
     report = json.loads(out.read_text())
     assert report["mode"] == "tiny"

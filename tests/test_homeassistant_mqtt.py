@@ -109,7 +109,7 @@ def test_birth_message_makes_the_bridge_republish(
 ) -> None:
     rb = bridge_with(mosquitto, base_topic, prefix)
     try:
-        rb.bridge.discovery_delay = 0.3
+        rb.bridge.discovery.delay = 0.3
         topic = config_topic(prefix)
         first = ha.wait_for(topic)
         assert first["dev"]["name"] == "Front desk"

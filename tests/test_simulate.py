@@ -13,6 +13,7 @@ import pytest
 
 from bridge.calls import Phone, apply
 from bridge.events import PhoneEvent, RawHit, parse_hit, parse_mac
+from bridge.mqtt import Endpoint
 from bridge.profiles import BUILTIN_PROFILES
 from bridge.simulate import (
     NAMES,
@@ -25,7 +26,15 @@ from bridge.simulate import (
     play,
     simulate,
 )
-from tests.conftest import RunningBridge, Watcher, free_port, wait_until
+from tests.conftest import (
+    Mosquitto,
+    RunningBridge,
+    Watcher,
+    free_port,
+    make_config,
+    start_bridge,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -134,6 +143,23 @@ def test_timestamps_reach_the_event_under_extra(running: RunningBridge, watcher:
     assert abs(int(event["extra"]["t"]) / 1e9 - datetime.now(UTC).timestamp()) < 60
 
 
+def test_calls_with_refused_hits_are_not_counted(mosquitto: Mosquitto, base_topic: str) -> None:
+    config = make_config(base_topic, mosquitto.url, {"http": {"token": "s3cret"}})
+    rb = start_bridge(config, Endpoint("127.0.0.1", mosquitto.port))
+    try:
+        scenarios = (Scenario.INCOMING_MISSED,)
+        refused = simulate(Options("127.0.0.1", rb.port, rate=0, calls=2, scenarios=scenarios))
+        accepted = simulate(
+            Options("127.0.0.1", rb.port, rate=0, calls=2, scenarios=scenarios, token="s3cret")
+        )
+    finally:
+        rb.stop()
+    assert refused.statuses == {"403": 6}
+    assert (refused.results, refused.broken) == ({}, 2)
+    assert accepted.statuses == {"200": 6}
+    assert (accepted.results, accepted.broken) == ({"missed": 2}, 0)
+
+
 def test_the_rate_bounds_the_hits_sent(running: RunningBridge) -> None:
     options = Options("127.0.0.1", running.port, phones=4, rate=20, duration=1.0)
     summary = simulate(options)
@@ -169,8 +195,10 @@ def test_simulate_command_plays_snom_calls(running: RunningBridge, watcher: Watc
 def test_simulate_command_says_when_nothing_answers() -> None:
     result = run_cli("--server", f"127.0.0.1:{free_port()}", "--calls", "1", "--rate", "0")
     assert result.returncode == 1
-    assert "answers: refused: " in result.stdout
-    assert "200" not in result.stdout
+    answers = next(line for line in result.stdout.splitlines() if line.startswith("answers:"))
+    assert answers.startswith("answers: refused: ")
+    assert "," not in answers  # nothing but refused
+    assert "calls played: none" in result.stdout
 
 
 def test_simulate_command_names_an_unknown_scenario() -> None:

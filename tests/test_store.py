@@ -107,11 +107,11 @@ def test_outbox_keeps_messages_in_order_once(tmp_path: Path) -> None:
     assert again.take_outbox() == []
 
 
-def test_unannounced_calls_until_marked(tmp_path: Path) -> None:
+def test_unannounced_calls_until_the_broker_has_them(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    ids = store.save(None, [record("a", 1), record("a", 2)])
-    assert [i for i, _ in store.unannounced()] == ids
-    store.mark_announced(ids[:1])
+    store.save(None, [record("a", 1), record("a", 2), record("a", 3)], ["r1", "r2", None])
+    assert [(receipt, r.call_id) for receipt, r in store.unannounced()] == [("r1", "c1"), ("r2", "c2")]
+    store.announced("r1")
     assert [r.call_id for _, r in store.unannounced()] == ["c2"]
 
 

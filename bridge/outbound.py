@@ -1,0 +1,69 @@
+"""The MQTT messages the bridge publishes, built from its state (CONTRACT §2)."""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from bridge import payloads
+from bridge.calls import CallRecord, Phone
+from bridge.mqtt import Message
+from bridge.registry import Device
+from bridge.topics import RETAINED_DEVICE_TOPICS, BridgeTopic, DeviceTopic, Topics
+
+
+class Outbound:
+    def __init__(self, topics: Topics, qos: int) -> None:
+        self.topics = topics
+        self.qos = qos
+
+    def message(self, topic: str, payload: object, retain: bool) -> Message:
+        return Message(topic, payloads.encode(payload), retain=retain, qos=self.qos)
+
+    def device(self, device_id: str, leaf: DeviceTopic, payload: object, retain: bool) -> Message:
+        return self.message(self.topics.device(device_id, leaf), payload, retain)
+
+    def bridge(self, leaf: BridgeTopic, payload: object, retain: bool) -> Message:
+        return self.message(self.topics.bridge(leaf), payload, retain)
+
+    def bridge_event(self, kind: str, data: dict[str, object]) -> Message:
+        return self.bridge(BridgeTopic.EVENT, payloads.bridge_event(kind, data), retain=False)
+
+    def state(self, online: bool) -> Message:
+        return self.bridge(BridgeTopic.STATE, payloads.availability(online), retain=True)
+
+    def devices(self, entries: list[dict[str, object]]) -> Message:
+        return self.bridge(BridgeTopic.DEVICES, entries, retain=True)
+
+    def event(self, device_id: str, payload: object) -> Message:
+        return self.device(device_id, DeviceTopic.EVENT, payload, retain=False)
+
+    def call(self, device_id: str, phone: Phone, updated: datetime) -> Message:
+        return self.device(device_id, DeviceTopic.CALL, payloads.call_state(phone, updated), retain=True)
+
+    def status(self, device_id: str, phone: Phone) -> Message:
+        return self.device(device_id, DeviceTopic.STATUS, payloads.status(phone), retain=True)
+
+    def history(self, device_id: str, records: Iterable[CallRecord]) -> Message:
+        return self.device(device_id, DeviceTopic.HISTORY, payloads.history(records), retain=True)
+
+    def availability(self, device_id: str, online: bool) -> Message:
+        return self.device(device_id, DeviceTopic.AVAILABILITY, payloads.availability(online), retain=True)
+
+    def restate(self, device: Device, now: datetime) -> list[Message]:
+        """A seen device's retained topics, as they stand."""
+        if device.first_seen is None:
+            return []
+        messages = [
+            self.call(device.id, device.phone, device.call_updated or now),
+            self.status(device.id, device.phone),
+            self.history(device.id, device.history),
+        ]
+        if device.online is not None:
+            messages.append(self.availability(device.id, device.online))
+        return messages
+
+    def clear(self, device_id: str) -> list[Message]:
+        """Empty retained payloads for every retained topic of a device."""
+        return [
+            Message(self.topics.device(device_id, leaf), b"", retain=True, qos=self.qos)
+            for leaf in RETAINED_DEVICE_TOPICS
+        ]
