@@ -8,12 +8,14 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from bridge import __version__
+from bridge import __version__, payloads
 from bridge.arp import MacResolver, fallback_id, normalise
+from bridge.calls import CallRecord
 from bridge.config import Config, ConfigError, find_config_path, load_config, split_host_port
 from bridge.mqtt import Endpoint, broker_answers, parse_url
 from bridge.profile_files import ProfileError, load_profiles
@@ -26,9 +28,6 @@ log = logging.getLogger("bridge")
 
 EXIT_USAGE = 2
 DEFAULT_BROKER = Endpoint("127.0.0.1", 1883)
-NOT_YET = {
-    "calls": "the call log command",
-}
 
 
 class UsageError(Exception):
@@ -92,9 +91,12 @@ def parser() -> argparse.ArgumentParser:
     urls.add_argument("--server", metavar="HOST:PORT", help="how the phone reaches the bridge")
     arp = add("arp", "print the MAC of an address and how it was found (exit 0), or why not (exit 1)")
     arp.add_argument("ip", help="a phone's IPv4 address")
+    calls = add("calls", "print the call log, newest first")
+    calls.add_argument("--device", metavar="ID", help="one phone (its id, or its MAC in any spelling)")
+    calls.add_argument("--since", metavar="WHEN", help="ISO date or time (UTC), or an age: 30m, 12h, 7d")
+    calls.add_argument("--limit", type=int, default=50, metavar="N", help="at most N calls (default 50)")
+    calls.add_argument("--format", choices=["table", "csv", "json"], default="table")
     add_simulate(add("simulate", "simulated phones: the Action URL hits of realistic calls, for testing"))
-    for name, what in NOT_YET.items():
-        add(name, f"{what} (not built yet)").add_argument("args", nargs="*")
     return p
 
 
@@ -260,6 +262,73 @@ def cmd_arp(args: argparse.Namespace) -> int:
     return 1
 
 
+def parse_since(text: str | None, now: datetime) -> datetime | None:
+    if not text:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise UsageError(f"--since {text!r}: an ISO date or time, or an age like 7d") from err
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from bridge.config import normalise_device_id
+    from bridge.store import FILE_NAME, CallQuery, Store
+    from bridge.webviews import calls_csv
+
+    config = load(args)
+    if not 1 <= args.limit <= 100_000:
+        raise UsageError("--limit: from 1 to 100000")
+    directory = Path(config.storage.dir)
+    if not (directory / FILE_NAME).exists():
+        raise UsageError(f"no call log in {directory} (storage.dir): has the bridge run here?")
+    device = None
+    if args.device:
+        device = normalise_device_id(args.device)
+        if device is None:
+            raise UsageError(f"--device {args.device!r} is not a device id or a MAC")
+    store = Store(directory)
+    try:
+        query = CallQuery(device=device, since=parse_since(args.since, datetime.now(UTC)), limit=args.limit)
+        records = store.calls(query)
+        names = {stored.id: stored.name or stored.id for stored, _ in store.devices(history_size=0)}
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(payloads.history(records), indent=2, ensure_ascii=False))
+    elif args.format == "csv":
+        sys.stdout.write(calls_csv(records, names))
+    else:
+        print_table(records, names)
+    return 0
+
+
+def print_table(records: Sequence[CallRecord], names: Mapping[str, str]) -> None:
+    rows = [("ended (UTC)", "phone", "direction", "number", "name", "result", "ring s", "talk s")]
+    for rec in records:
+        rows.append(
+            (
+                rec.ended.strftime("%Y-%m-%d %H:%M:%S"),
+                names.get(rec.device, rec.device),
+                rec.direction.value if rec.direction else "-",
+                rec.number or "-",
+                rec.name or "-",
+                rec.result.value,
+                f"{rec.ring_seconds:.0f}",
+                f"{rec.talk_seconds:.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if len(rows) == 1:
+        print("(no calls)")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bridge.simulate import Flavour, Options, Scenario, simulate
 
@@ -315,13 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser().print_help()
         return EXIT_USAGE
-    if args.command in NOT_YET:
-        print(f"amego-bridge {args.command}: {NOT_YET[args.command]} is not built yet", file=sys.stderr)
-        return EXIT_USAGE
     if not logging.getLogger().handlers:
         setup_logging("info", "text")
     commands = {"run": cmd_run, "check-config": cmd_check_config, "urls": cmd_urls, "arp": cmd_arp}
     commands["simulate"] = cmd_simulate
+    commands["calls"] = cmd_calls
     try:
         return commands[args.command](args)
     except UsageError as err:

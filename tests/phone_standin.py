@@ -110,8 +110,8 @@ class StandIn:
         if self.hold:
             self.release.wait(30)
         headers = [("Location", "/index.htm")] if 300 <= self.status < 400 else []
-        body = self.replies.get(request.path.partition("?")[0], self.body)
-        self.answer(request, self.status, body, headers)
+        reply = self.replies.get(request.path.partition("?")[0], self.body)
+        self.answer(request, self.status, reply, headers)
 
     def answer(
         self, request: BaseHTTPRequestHandler, status: int, text: str, headers: list[tuple[str, str]]

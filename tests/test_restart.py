@@ -1,0 +1,204 @@
+"""Nothing accepted is lost across restarts: kill -9 mid-call, a broker away while the bridge stops."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.mqtt import Endpoint
+from tests.conftest import (
+    Mosquitto,
+    RunningBridge,
+    Watcher,
+    free_port,
+    make_config,
+    start_bridge,
+    unique_base,
+)
+from tests.test_run import ROOT, BridgeProcess, environment
+
+MAC = "001565aabbcc"
+CALL = f"device={MAC}&local=100&remote=5551234&displayremote=Alice&callid=k9@pbx"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[BridgeProcess]]:
+    started: list[BridgeProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def config(tmp_path: Path, broker: Mosquitto, base: str, **calls: object) -> dict[str, dict[str, object]]:
+    return {
+        "http": {"host": "127.0.0.1", "port": free_port()},
+        "mqtt": {"url": broker.url, "base_topic": base, "client_id": f"bridge-{base}"},
+        "arp": {"enabled": False},
+        "storage": {"dir": str(tmp_path / "data")},
+        "calls": dict(calls),
+    }
+
+
+def start(
+    tmp_path: Path, settings: dict[str, dict[str, object]], processes: list[BridgeProcess]
+) -> BridgeProcess:
+    bridge = BridgeProcess(tmp_path / "run", settings)
+    processes.append(bridge)
+    bridge.wait_ready()
+    return bridge
+
+
+def ok(bridge: BridgeProcess, path: str) -> None:
+    response = bridge.hit(path)
+    assert (response.status_code, response.text) == (200, "OK")
+
+
+def test_kill_9_in_the_middle_of_a_call_loses_nothing(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    settings = config(tmp_path, own_mosquitto, base)
+    try:
+        first = start(tmp_path, settings, processes)
+        ok(first, f"/incomingcall/yealink?{CALL}")
+        ok(first, f"/callestablished/yealink?{CALL}")
+        first.proc.kill()  # SIGKILL: no chance to save anything more
+        first.proc.wait()
+
+        second = start(tmp_path, settings, processes)
+        devices = second.hit("/api/devices").json()
+        assert [d["id"] for d in devices] == [MAC]  # the learned phone survived
+        ok(second, f"/callterminated/yealink?{CALL}")
+        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+        assert ended["call"]["result"] == "answered"
+        assert ended["call"]["number"] == "5551234"
+        assert ended["call"]["talk_seconds"] >= 0
+        assert second.terminate() == 0
+    finally:
+        watcher.close()
+    log = subprocess.run(
+        [sys.executable, "-m", "bridge", "calls", "--format", "json"],
+        cwd=tmp_path / "run",
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert log.returncode == 0, log.stderr
+    assert [(r["call_id"], r["result"]) for r in json.loads(log.stdout)] == [("k9@pbx", "answered")]
+
+
+def test_a_call_whose_end_was_missed_while_down_ends_by_timeout(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    try:
+        first = start(tmp_path, config(tmp_path, own_mosquitto, base), processes)
+        ok(first, f"/incomingcall/yealink?{CALL}")
+        first.proc.kill()
+        first.proc.wait()
+        start(tmp_path, config(tmp_path, own_mosquitto, base, ring_timeout=0.5), processes)
+        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+        assert ended["call"]["result"] == "missed"
+        assert ended["call"]["call_id"] == "k9@pbx"
+    finally:
+        watcher.close()
+
+
+def test_messages_queued_when_the_bridge_stops_arrive_after_it_starts_again(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    settings = config(tmp_path, own_mosquitto, base)
+    try:
+        first = start(tmp_path, settings, processes)
+        ok(first, f"/offhook/yealink?device={MAC}")
+        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+        own_mosquitto.stop()
+        for event in ("incomingcall", "callestablished", "callterminated"):
+            ok(first, f"/{event}/yealink?{CALL}")
+        assert first.terminate() == 0  # with the broker away: the queue goes to the store
+        own_mosquitto.start()
+        start(tmp_path, settings, processes)
+        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+        assert ended["call"]["result"] == "answered"
+        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+        assert kinds[:5] == ["off_hook", "incoming_call", "call_established", "call_terminated", "call_ended"]
+    finally:
+        watcher.close()
+
+
+def test_call_ended_of_a_killed_bridge_is_rebuilt_from_the_store(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    settings = config(tmp_path, own_mosquitto, base)
+    try:
+        first = start(tmp_path, settings, processes)
+        own_mosquitto.stop()
+        for event in ("incomingcall", "callterminated"):
+            ok(first, f"/{event}/yealink?{CALL}")
+        first.proc.kill()  # its queue dies with it; the call is in the store
+        first.proc.wait()
+        own_mosquitto.start()
+        start(tmp_path, settings, processes)
+        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+        assert ended["call"]["result"] == "missed"
+        history = watcher.wait_for(f"{base}/{MAC}/history", lambda p: len(p) == 1)
+        assert history[0]["call_id"] == "k9@pbx"
+    finally:
+        watcher.close()
+
+
+@pytest.fixture
+def with_contacts(
+    tmp_path: Path, mosquitto: Mosquitto, watcher: Watcher, base_topic: str
+) -> Iterator[RunningBridge]:
+    book = tmp_path / "contacts.csv"
+    book.write_text("number,name\n+49 30 1234567,Bob Builder\n")
+    settings = make_config(
+        base_topic, mosquitto.url, {"contacts": {"file": str(book), "country_code": "+49"}}
+    )
+    rb = start_bridge(settings, Endpoint("127.0.0.1", mosquitto.port))
+    yield rb
+    rb.stop()
+
+
+def test_caller_name_from_contacts_when_the_phone_sends_none(
+    with_contacts: RunningBridge, watcher: Watcher
+) -> None:
+    rb = with_contacts
+    ok_response = rb.hit(f"/incomingcall/yealink?device={MAC}&remote=sip:0301234567@pbx&callid=n1")
+    assert ok_response.status_code == 200
+    call = watcher.wait_for(f"{rb.base}/{MAC}/call", lambda p: p["state"] == "ringing")
+    assert call["name"] == "Bob Builder"
+    assert rb.hit(f"/callterminated/yealink?device={MAC}&callid=n1").status_code == 200
+    ended = watcher.wait_for(f"{rb.base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    assert (ended["call"]["name"], ended["call"]["name_source"]) == ("Bob Builder", "contacts")
+    # the phone's own display name wins over the contacts file
+    shown = "displayremote=Robert"
+    assert (
+        rb.hit(f"/incomingcall/yealink?device={MAC}&remote=+49301234567&{shown}&callid=n2").status_code == 200
+    )
+    call = watcher.wait_for(f"{rb.base}/{MAC}/call", lambda p: p["call_id"] == "n2")
+    assert call["name"] == "Robert"
+
+
+def test_calls_command_without_a_store_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "calls"],
+        cwd=tmp_path,
+        env=environment() | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "no call log" in done.stderr
