@@ -23,6 +23,7 @@ from bridge.feed import DeviceChanged, HitSeen, UiEvent
 from bridge.metrics import Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
+from bridge.poll import Availability, Poller, PollResult, PollTarget, poll_targets, reconcile, resync_payload
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
 from bridge.store import CallQuery, Store
@@ -76,6 +77,9 @@ class Bridge:
         self.arp = MacResolver(config.arp.enabled, config.arp.timeout)
         self.contacts = ContactsFile(config.contacts.file or None, config.contacts.country_code)
         self.backlog: list[Message] = []  # what the last run left unpublished, sent first
+        self.poller = Poller(config.poll.interval, self.poll_targets, self.on_poll_result)
+        self.polled: dict[str, Availability] = {}  # per device, from its polls
+        self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
 
     @property
     def devices(self) -> dict[str, Device]:
@@ -211,6 +215,10 @@ class Bridge:
         elif mac_resolved and event.source and address_id(event.source) in registry.moved:
             registry.moved[address_id(event.source)] = device_id  # the phone at that address now
         registry.devices[device_id] = device
+        if known:
+            self.heard[device_id] = now
+            if device_id in self.polled:  # a phone that sends hits is there, whatever polls said
+                self.polled[device_id] = self.polled[device_id].after(True)
         self._commit(device, step, now, online=known)
         if registry_changed:
             link.publish([self.out.devices(registry.entries())], force=True)
@@ -322,10 +330,14 @@ class Bridge:
     # ---- timers ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """End calls whose end was never reported."""
+        """End calls whose end was never reported; phones silent too long go offline."""
         now = self.clock()
         calls = self.config.calls
+        silence = timedelta(seconds=self.config.devices.offline_after)
         for device in list(self.devices.values()):
+            heard = self.heard.get(device.id, device.phone.last_seen)
+            if silence and device.online and heard is not None and now - heard > silence:
+                self.set_online(device, False, f"nothing heard for {self.config.devices.offline_after:g} s")
             if not device.phone.calls:
                 continue
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
@@ -343,6 +355,15 @@ class Bridge:
     async def run_timers(self, interval: float = 1.0) -> None:
         loop = asyncio.get_running_loop()
         next_contacts = next_retention = loop.time()
+        polling = asyncio.create_task(self.poller.run())
+        try:
+            await self._timers(loop, interval, next_contacts, next_retention)
+        finally:
+            polling.cancel()
+
+    async def _timers(
+        self, loop: asyncio.AbstractEventLoop, interval: float, next_contacts: float, next_retention: float
+    ) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
@@ -362,6 +383,54 @@ class Bridge:
                         )
             except Exception:
                 log.exception("timer step failed")
+
+    # ---- polls ----------------------------------------------------------------------------------
+
+    def poll_targets(self) -> list[PollTarget]:
+        phones = (d.phone for d in self.devices.values())
+        return poll_targets(self.config, self.profiles, phones, self.control.credentials)
+
+    def on_poll_result(self, result: PollResult) -> None:
+        """Availability from reachability; calls and lines the phone's status contradicts, corrected."""
+        device = self.devices.get(result.device)
+        if device is None:
+            return  # removed while it was polled
+        now = self.clock()
+        if result.reason:
+            log.debug("poll of %s: %s", device.id, result.reason)
+        availability = self.polled.get(device.id, Availability(online=device.online)).after(result.reachable)
+        self.polled[device.id] = availability
+        if result.reachable:
+            self.heard[device.id] = now
+        if availability.online is not None and availability.online != device.online:
+            reason = "it answers polls" if availability.online else "it does not answer polls"
+            self.set_online(device, availability.online, reason)
+        fixed = reconcile(device.phone, result, now)
+        if fixed.phone is device.phone:
+            return
+        step = fixed.transition
+        receipts = [uuid.uuid4().hex for _ in step.ended]
+        messages = self._changes(device, step, now, None, receipts, online=False)
+        if fixed.corrections:
+            payload = resync_payload(
+                device.id, device.phone.phone_type, list(fixed.corrections), now, device.mac_resolved
+            )
+            messages.append(self.out.event(device.id, payload))
+            log.info("%s resynced: %s", device.id, "; ".join(fixed.corrections))
+        try:
+            self._store(device, step, now, receipts, force=True)
+        except Refused:
+            return  # storage trouble: the next poll tries again
+        self.publish_forced(messages)
+        self._commit(device, step, now, online=False)
+
+    def set_online(self, device: Device, online: bool, why: str) -> None:
+        device.online = online
+        log.info("phone %s is %s: %s", device.id, "online" if online else "offline", why)
+        self.publish_forced([self.out.availability(device.id, online)])
+        if self.store is not None:
+            self.save(device)
+        self.notify(DeviceChanged(device.id))
 
     # ---- MQTT -----------------------------------------------------------------------------------
 

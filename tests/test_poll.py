@@ -507,7 +507,7 @@ def test_a_round_polls_at_most_eight_phones_at_once(phones: Callable[..., StandI
     async def main() -> int:
         poller = Poller(60, lambda: many, results.append, concurrency=8, poll=counted)
         round_ = asyncio.create_task(poller.poll_round())
-        await until(lambda: len(standin.requests()) == 8)
+        await until(lambda: len(standin.requests()) >= 8)
         assert (in_flight, most) == (8, 8)  # the other two wait for a free slot
         standin.release.set()
         return await round_
