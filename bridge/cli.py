@@ -101,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_simulate(cmd: argparse.ArgumentParser) -> None:
-    from bridge.simulate import Flavour, Scenario
+    from bridge.sequences import Flavour, Scenario
 
     cmd.add_argument(
         "--server", metavar="HOST:PORT", help="the bridge (default: this host and the config's http.port)"
@@ -330,7 +330,8 @@ def print_table(records: Sequence[CallRecord], names: Mapping[str, str]) -> None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bridge.simulate import Flavour, Options, Scenario, simulate
+    from bridge.sequences import Flavour, Scenario
+    from bridge.simulate import Options, simulate
 
     config = load(args)
     try:

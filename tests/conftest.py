@@ -260,6 +260,7 @@ def make_config(
         "mqtt": {"url": broker_url, "base_topic": base_topic, "client_id": f"bridge-{base_topic}"},
         "arp": {"enabled": False},
         "storage": {"dir": str(STORAGE / base_topic)},
+        "poll": {"interval": 0},  # tests of polling turn it on; elsewhere it would add requests to phones
     }
     for section, values in (extra or {}).items():
         data.setdefault(section, {}).update(values)

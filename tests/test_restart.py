@@ -38,6 +38,7 @@ def config(tmp_path: Path, broker: Mosquitto, base: str, **calls: object) -> dic
         "mqtt": {"url": broker.url, "base_topic": base, "client_id": f"bridge-{base}"},
         "arp": {"enabled": False},
         "storage": {"dir": str(tmp_path / "data")},
+        "poll": {"interval": 0},
         "calls": dict(calls),
     }
 

@@ -96,6 +96,14 @@ class BridgeProcess:
 
     def wait_ready(self) -> None:
         self.log.wait_for("Application startup complete")
+        wait_until(self.accepts, what=f"the bridge to listen on {self.port}")  # uvicorn binds after that line
+
+    def accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def hit(self, path: str) -> httpx.Response:
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=TIMEOUT) as client:
