@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.calls import CallRecord, CallResult, Direction  # noqa: E402
-from bridge.store import CallQuery, Store  # noqa: E402
+from bridge.calls import CallRecord, CallResult, Direction
+from bridge.store import CallQuery, Store
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -61,7 +61,9 @@ def measure(store: Store, phones: int, runs: int = 50) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--phones", type=int, default=1000)
     args = parser.parse_args()
