@@ -121,3 +121,13 @@ def test_arp_lookups_and_phone_commands_have_counters() -> None:
     assert 'amego_arp_lookups_total{method="no_answer"} 1.0' in text
     assert 'amego_phone_commands_total{result="ok"} 1.0' in text
     assert "amego_mqtt_connected 0.0" in text
+
+
+def test_arp_lookups_and_phone_commands_are_counted(running: RunningBridge, watcher: Watcher) -> None:
+    assert running.hit("/offhook/yealink?local=100").status_code == 200  # no MAC: the resolver is asked
+    assert running.hit(f"/offhook/yealink?device={MAC}").status_code == 200
+    watcher.client.publish(f"{running.base}/{MAC}/dial", "5551234", qos=1)  # no address known: an error
+    watcher.wait_for(f"{running.base}/{MAC}/response", lambda p: p["status"] == "error")
+    samples = scrape(running)
+    assert value(samples, "amego_arp_lookups_total", method="disabled") == 1
+    assert value(samples, "amego_phone_commands_total", result="error") == 1
