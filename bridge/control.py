@@ -20,9 +20,9 @@ from bridge.commands import (
     parse_command,
     parse_dial,
 )
-from bridge.config import Config, DeviceConfig
-from bridge.phone import AuthScheme, Outcome, Target
-from bridge.profiles import Profile, profile_for
+from bridge.config import Config
+from bridge.phone import Outcome
+from bridge.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -98,33 +98,31 @@ class PhoneControl:
         state = self.phone_of(device)
         if state is None:
             return Outcome(f"unknown device {device!r}")
-        dc = self.config.devices.get(device) or DeviceConfig(device)
-        phone_type = dc.phone_type or state.phone_type
-        commands = profile_for(phone_type, self.profiles).commands
-        address = phone.phone_address(dc.ip, state.ip, self.config.http.allowed_networks)
-        if address is None:
+        reached = phone.reach(self.config, self.profiles, state)
+        dc, phone_type, commands, target = (
+            reached.device,
+            reached.phone_type,
+            reached.commands,
+            reached.target,
+        )
+        if target is None:
             return Outcome(
                 f"no address known for {device}: set [devices.{device}] ip, or let the phone send "
                 "an Action URL first (from an address in http.allowed_networks)"
             )
-        username, password = self.credentials(dc, commands.default_username, commands.default_password)
         if command.command is Command.DIAL and command.line is None and dc.line:
             command = PhoneCommand(command.command, command.number, dc.line, transaction=command.transaction)
         try:
             request = build_request(
-                command, phone_type, commands, call_id_for(command.command, state), username, password
+                command,
+                phone_type,
+                commands,
+                call_id_for(command.command, state),
+                target.username,
+                target.password,
             )
         except CommandRefused as err:
             return Outcome(err.reason)
-        target = Target(
-            address,
-            tls=dc.tls,
-            verify_tls=dc.verify_tls,
-            username=username,
-            password=password,
-            auth=AuthScheme(dc.auth),
-            timeout=self.config.control.timeout,
-        )
         outcome = await phone.send(target, request, commands)
         if outcome.ok:
             log.info("%s on %s (%s %s): ok", command.command, device, phone_type, request.path)
@@ -133,11 +131,3 @@ class PhoneControl:
                 "%s on %s (%s %s): %s", command.command, device, phone_type, request.path, outcome.error
             )
         return outcome
-
-    def credentials(self, dc: DeviceConfig, username: str, password: str) -> tuple[str, str]:
-        """The device's login, else the [control] one, else the vendor's factory login."""
-        control = self.config.control
-        for pair in ((dc.username, dc.password), (control.username, control.password)):
-            if any(pair):
-                return pair
-        return username, password

@@ -11,7 +11,7 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv6Address, ip_address
@@ -19,9 +19,11 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.calls import Phone
 from bridge.commands import HttpRequest
-from bridge.config import Network, split_host_port
+from bridge.config import Config, DeviceConfig, Network, split_host_port
 from bridge.phone_commands import AuthKind, CommandSet
+from bridge.profiles import Profile, profile_for
 
 
 class HideQuery(logging.Filter):
@@ -90,6 +92,43 @@ def phone_address(configured: str, learned: str | None, networks: Sequence[Netwo
     except ValueError:
         pass  # a host name, as configured
     return host if port is None else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How to reach one phone: its settings, type, command data, and where to send (None: unknown)."""
+
+    device: DeviceConfig
+    phone_type: str
+    commands: CommandSet
+    target: "Target | None"
+
+
+def reach(config: Config, profiles: Mapping[str, Profile], state: Phone) -> Reach:
+    """The phone's address (configured, else learned from its hits) and login: the device's,
+    else the `[control]` one, else the vendor's factory login."""
+    dc = config.devices.get(state.device) or DeviceConfig(state.device)
+    phone_type = dc.phone_type or state.phone_type
+    commands = profile_for(phone_type, profiles).commands
+    address = phone_address(dc.ip, state.ip, config.http.allowed_networks)
+    if address is None:
+        return Reach(dc, phone_type, commands, None)
+    control = config.control
+    username, password = commands.default_username, commands.default_password
+    for pair in ((dc.username, dc.password), (control.username, control.password)):
+        if any(pair):
+            username, password = pair
+            break
+    target = Target(
+        address,
+        tls=dc.tls,
+        verify_tls=dc.verify_tls,
+        username=username,
+        password=password,
+        auth=AuthScheme(dc.auth),
+        timeout=control.timeout,
+    )
+    return Reach(dc, phone_type, commands, target)
 
 
 class BasicThenDigest(httpx.Auth):

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from bridge import payloads, phone
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, LineState, Phone, Transition, end
 from bridge.commands import HttpRequest, render
-from bridge.config import Config, DeviceConfig
-from bridge.phone import AuthScheme, Target
+from bridge.config import Config
+from bridge.phone import Target
 from bridge.phone_commands import REACHABILITY, CommandSet, StatusReply, StatusRequest
 from bridge.phone_status import Lines, PhoneStatus, UnreadableStatus, read_status
-from bridge.profiles import Profile, profile_for
+from bridge.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +49,15 @@ class PollResult:
     dnd: bool | None = None
 
 
-Credentials = Callable[[DeviceConfig, str, str], tuple[str, str]]
-
-
 def poll_targets(
-    config: Config, profiles: Mapping[str, Profile], phones: Iterable[Phone], credentials: Credentials
+    config: Config, profiles: Mapping[str, Profile], phones: Iterable[Phone]
 ) -> list[PollTarget]:
-    """The phones with a known address, each with its login (`PhoneControl.credentials`)."""
+    """The phones with a known address, each with its login."""
     found = []
     for state in phones:
-        dc = config.devices.get(state.device) or DeviceConfig(state.device)
-        phone_type = dc.phone_type or state.phone_type
-        commands = profile_for(phone_type, profiles).commands
-        address = phone.phone_address(dc.ip, state.ip, config.http.allowed_networks)
-        if address is None:
-            continue
-        username, password = credentials(dc, commands.default_username, commands.default_password)
-        target = Target(
-            address,
-            tls=dc.tls,
-            verify_tls=dc.verify_tls,
-            username=username,
-            password=password,
-            auth=AuthScheme(dc.auth),
-            timeout=config.control.timeout,
-        )
-        found.append(PollTarget(state.device, phone_type, target, commands))
+        reached = phone.reach(config, profiles, state)
+        if reached.target is not None:
+            found.append(PollTarget(state.device, reached.phone_type, reached.target, reached.commands))
     return found
 
 

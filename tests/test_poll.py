@@ -12,7 +12,6 @@ import pytest
 
 from bridge.calls import Call, CallResult, CallState, Direction, LineState, Phone
 from bridge.config import parse_config
-from bridge.control import PhoneControl
 from bridge.payloads import encode
 from bridge.phone import Target
 from bridge.phone_commands import NO_COMMANDS, StatusReply
@@ -52,11 +51,10 @@ def phones() -> Iterator[Callable[..., StandIn]]:
 
 
 def targets(devices: Mapping[str, Mapping[str, object]], timeout: float = 2.0) -> dict[str, PollTarget]:
-    """Poll targets as the service makes them: from [devices], with PhoneControl's logins."""
+    """Poll targets as the service makes them: from [devices], with the logins commands use."""
     config, _ = parse_config({"devices": devices, "control": {"timeout": timeout}}, {})
-    control = PhoneControl(config, BUILTIN_PROFILES, lambda device: None, lambda device, response: None)
     known = [Phone(dc.id, dc.phone_type or "generic", ip=dc.ip or None) for dc in config.devices.phones]
-    return {t.device: t for t in poll_targets(config, BUILTIN_PROFILES, known, control.credentials)}
+    return {t.device: t for t in poll_targets(config, BUILTIN_PROFILES, known)}
 
 
 def poll(target: PollTarget) -> PollResult:
@@ -473,14 +471,13 @@ def test_availability(polls: list[bool], failures_to_offline: int, states: list[
 def test_poll_targets_skip_phones_with_no_known_address() -> None:
     lobby = {"phone_type": "snom", "ip": "192.168.1.60", "username": "admin", "password": "s3cret-lobby"}
     config, _ = parse_config({"devices": {"lobby": lobby}}, {})
-    control = PhoneControl(config, BUILTIN_PROFILES, lambda device: None, lambda device, response: None)
     known = [
         Phone("lobby", "snom", ip="192.168.1.60"),
         Phone(YEALINK, "yealink", ip="192.168.1.50"),  # learned from its hits
         Phone("ip-8-8-8-8", "yealink", ip="8.8.8.8"),  # outside http.allowed_networks
         Phone("quiet", "yealink"),  # no address at all
     ]
-    found = poll_targets(config, BUILTIN_PROFILES, known, control.credentials)
+    found = poll_targets(config, BUILTIN_PROFILES, known)
     assert [(t.device, t.phone_type, t.target.address) for t in found] == [
         ("lobby", "snom", "192.168.1.60"),
         (YEALINK, "yealink", "192.168.1.50"),
