@@ -232,6 +232,7 @@ def build_app(
         finally:
             timers.cancel()
             if link is not None:
+                bridge.flush_devices()
                 link.publish([bridge.offline_message()], force=True)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):

@@ -1,13 +1,15 @@
 """The one stateful orchestrator: hits in, phones' state kept and stored, MQTT out."""
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 
 from bridge import __version__, payloads
@@ -36,6 +38,9 @@ LAST_SEEN_REFRESH = timedelta(seconds=60)
 CONTACTS_REFRESH = 5.0  # seconds between checks of the contacts file
 RETENTION_EVERY = timedelta(hours=1)
 CLEAN_STOP = "clean_stop"
+# `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
+# so a thousand phones joining cost a few lists, not a thousand.
+DEVICES_EVERY = 1.0
 
 
 def utcnow() -> datetime:
@@ -49,6 +54,11 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+# What `<id>/status` shows of a phone, but for last_seen: every field of Phone but these.
+_NOT_STATUS = ("last_seen", "calls", "last_call", "next_key")
+status_view = attrgetter(*(f.name for f in fields(Phone) if f.name not in _NOT_STATUS))
 
 
 def call_changed(old: Phone, new: Phone) -> bool:
@@ -80,6 +90,8 @@ class Bridge:
         self.poller = Poller(config.poll.interval, self.poll_targets, self.on_poll_result)
         self.polled: dict[str, Availability] = {}  # per device, from its polls
         self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
+        self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
+        self._devices_sent = float("-inf")  # loop time of the last one
 
     @property
     def devices(self) -> dict[str, Device]:
@@ -149,6 +161,7 @@ class Bridge:
         if configured is not None:
             return configured, is_mac(configured)
         found = await self.arp.lookup(address)
+        self.metrics.count_arp_lookup(found.method.value)
         if found.mac:
             return found.mac, True
         fallback = fallback_id(address)
@@ -221,13 +234,42 @@ class Bridge:
                 self.polled[device_id] = self.polled[device_id].after(True)
         self._commit(device, step, now, online=known)
         if registry_changed:
-            link.publish([self.out.devices(registry.entries())], force=True)
+            self.devices_changed()
         self.discovery.update(device)
         if self.listeners:
             raw = event.raw
             self.notify(HitSeen(now, raw.method, raw.path, raw.query, event.source, 200, "", device_id))
             if old is not None:
                 self.notify(DeviceChanged(old.id))
+
+    def devices_changed(self) -> None:
+        """Restate `bridge/devices` now, or once DEVICES_EVERY has passed since the last time."""
+        if self._devices_due is not None:
+            return  # already planned: it will show this change too
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.publish_devices()
+            return
+        wait = self._devices_sent + DEVICES_EVERY - loop.time()
+        if wait <= 0:
+            self.publish_devices()
+        else:
+            self._devices_due = loop.call_later(wait, self.publish_devices)
+
+    def publish_devices(self) -> None:
+        """`bridge/devices` as the registry stands."""
+        if self._devices_due is not None:
+            self._devices_due.cancel()
+            self._devices_due = None
+        with contextlib.suppress(RuntimeError):
+            self._devices_sent = asyncio.get_running_loop().time()
+        self.publish_forced([self.out.devices(self.registry.entries())])
+
+    def flush_devices(self) -> None:
+        """A planned restatement of `bridge/devices`, now (before stopping)."""
+        if self._devices_due is not None:
+            self.publish_devices()
 
     def _changes(
         self,
@@ -315,8 +357,7 @@ class Bridge:
         old = device.phone
         if device.status_published is None:
             return new.last_seen is not None
-        ignore = {"last_seen": None, "calls": (), "last_call": None, "next_key": 0}
-        if replace(old, **ignore) != replace(new, **ignore):  # type: ignore[arg-type]
+        if old is not new and status_view(old) != status_view(new):
             return True
         return new.last_seen is not None and now - device.status_published >= LAST_SEEN_REFRESH
 
@@ -388,7 +429,7 @@ class Bridge:
 
     def poll_targets(self) -> list[PollTarget]:
         phones = (d.phone for d in self.devices.values())
-        return poll_targets(self.config, self.profiles, phones, self.control.credentials)
+        return poll_targets(self.config, self.profiles, phones)
 
     def on_poll_result(self, result: PollResult) -> None:
         """Availability from reachability; calls and lines the phone's status contradicts, corrected."""
@@ -474,6 +515,7 @@ class Bridge:
         return device.phone if device is not None else None
 
     def respond(self, device_id: str, response: Response) -> None:
+        self.metrics.count_phone_command(str(response.get("status")))
         self.publish_forced([self.out.device(device_id, DeviceTopic.RESPONSE, response, retain=False)])
 
     def call_log(self, query: CallQuery) -> list[CallRecord]:
