@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.events import BadHit, RawHit, normalise_event, parse_hit
+from bridge.logfeed import MqttLogHandler
 from bridge.mqtt import BrokerSettings, MqttLink
 from bridge.profiles import profile_for
 from bridge.service import Bridge, Refused
@@ -223,13 +224,18 @@ def build_app(
         bridge.open()
         timers = asyncio.create_task(bridge.run_timers())
         link = None
+        log_feed = None
         if broker is not None:
             link = MqttLink(broker, asyncio.get_running_loop(), bridge.on_connected, bridge.on_message)
             bridge.attach(link)
             link.start()
+            log_feed = MqttLogHandler(asyncio.get_running_loop(), bridge.publish_log)
+            logging.getLogger().addHandler(log_feed)
         try:
             yield
         finally:
+            if log_feed is not None:
+                logging.getLogger().removeHandler(log_feed)
             timers.cancel()
             if link is not None:
                 bridge.flush_devices()

@@ -506,6 +506,11 @@ class Bridge:
         else:
             self.control.submit(target.device, target.leaf, inbound.payload)
 
+    def publish_log(self, payload: dict[str, object]) -> None:
+        """One warning or error on `bridge/log`; dropped, not forced, when the queue is full."""
+        if self.link is not None:
+            self.link.publish([self.out.bridge(BridgeTopic.LOG, payload, retain=False)])
+
     def publish_forced(self, messages: list[Message]) -> None:
         if self.link is not None and messages:
             self.link.publish(messages, force=True)
