@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bridge import __version__, payloads
 from bridge.api import Requests
-from bridge.arp import MacResolver, fallback_id, normalise
+from bridge.arp import Lookup, MacResolver, fallback_id, normalise
 from bridge.calls import CallRecord, Phone, Transition, apply, expire
 from bridge.config import Config
 from bridge.contacts import ContactsFile
@@ -85,6 +85,7 @@ class Bridge:
         self.profiles = load_profiles(config.profiles.dir)  # ProfileError for a bad profile file
         self.control = PhoneControl(config, self.profiles, self.phone_of, self.respond)
         self.arp = MacResolver(config.arp.enabled, config.arp.timeout)
+        self.arp_in_flight: set[asyncio.Future[Lookup]] = set()  # ARP requests no hit waits for
         self.contacts = ContactsFile(config.contacts.file or None, config.contacts.country_code)
         self.backlog: list[Message] = []  # what the last run left unpublished, sent first
         self.poller = Poller(config.poll.interval, self.poll_targets, self.on_poll_result)
@@ -160,16 +161,32 @@ class Bridge:
         configured = self.registry.configured_at.get(address)
         if configured is not None:
             return configured, is_mac(configured)
-        found = await self.arp.lookup(address)
-        self.metrics.count_arp_lookup(found.method.value)
-        if found.mac:
-            return found.mac, True
+        known = self.arp.known(address)
+        if isinstance(known, Lookup):
+            found: Lookup | None = known
+        else:
+            # Only an ARP request can tell: it runs in the background, and this hit does not wait
+            # for it. The phone is `ip-…` until a later hit finds its MAC in the cache, and then
+            # moves to its MAC id.
+            request = asyncio.ensure_future(self.arp.lookup(address))
+            self.arp_in_flight.add(request)
+            request.add_done_callback(self._arp_answered)
+            found = None
+        if found is not None:
+            self.metrics.count_arp_lookup(found.method.value)
+            if found.mac:
+                return found.mac, True
         fallback = fallback_id(address)
         moved = self.registry.moved.get(fallback)
         if moved is not None and moved in self.devices:
             return moved, True
-        log.debug("no MAC for %s: %s", source, found.describe())
+        log.debug("no MAC for %s: %s", source, found.describe() if found else "ARP request sent")
         return fallback, False
+
+    def _arp_answered(self, request: "asyncio.Future[Lookup]") -> None:
+        self.arp_in_flight.discard(request)
+        if not request.cancelled() and request.exception() is None:
+            self.metrics.count_arp_lookup(request.result().method.value)
 
     # ---- hits -----------------------------------------------------------------------------------
 

@@ -20,8 +20,10 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from bridge.arp import MacResolver, Method, kernel_lookup
+from bridge.arp import MacResolver, Method, fallback_id, kernel_lookup
+from bridge.events import EventType, PhoneEvent
 from bridge.mqtt import Endpoint
+from bridge.service import Bridge
 from tests.conftest import (
     TIMEOUT,
     Mosquitto,
@@ -185,6 +187,26 @@ def test_silent_address_costs_one_timeout_then_is_remembered(phone: Phone) -> No
     took, method, _, _ = lookup(resolver, phone.silent_ip)
     assert method is Method.NO_ANSWER
     assert took < 0.05
+
+
+def test_a_hit_never_waits_for_an_arp_request(phone: Phone, mosquitto: Mosquitto, base_topic: str) -> None:
+    """Only an ARP request can tell (the kernel forgot the phone): the hit goes on as `ip-…`
+    while the request runs, and a later hit finds the MAC the request brought."""
+    config = make_config(base_topic, mosquitto.url, {"arp": {"enabled": True, "timeout": 1.0}})
+    bridge = Bridge(config)
+    ip("neigh", "flush", "dev", phone.veth)
+    hit = PhoneEvent("off_hook", EventType.OFF_HOOK, "yealink", source=phone.ip)
+
+    async def twice() -> tuple[tuple[str, bool], bool, tuple[str, bool]]:
+        first = await bridge.identify(hit)
+        still_asking = any(not request.done() for request in bridge.arp_in_flight)
+        await asyncio.gather(*bridge.arp_in_flight)
+        return first, still_asking, await bridge.identify(hit)
+
+    first, still_asking, second = asyncio.run(twice())
+    assert first == (fallback_id(phone.ip), False)
+    assert still_asking  # the hit was answered with the ARP request still out
+    assert second == (phone.mac, True)
 
 
 def test_routed_address_is_not_looked_up(phone: Phone) -> None:

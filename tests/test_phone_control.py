@@ -440,3 +440,22 @@ def test_devices_and_calls_requests(start: Start, watcher: Watcher, base_topic: 
         == "limit must be an integer from 1 to 1000"
     )
     assert request(watcher, base_topic, "calls", {"device": "nope"})["status"] == "error"
+
+
+def test_a_hit_is_answered_while_a_phone_request_hangs(
+    start: Start, phones: Callable[..., StandIn], watcher: Watcher, base_topic: str
+) -> None:
+    slow = phones(hold=True)  # takes the request and answers only when released
+    rb = start({SNOM: {"phone_type": "snom", "ip": slow.address}}, {"timeout": 30})
+    transaction = uuid.uuid4().hex[:8]
+    publish(
+        watcher, f"{base_topic}/{SNOM}/dial", json.dumps({"number": "5551234", "transaction": transaction})
+    )
+    wait_until(lambda: len(slow.requests()) == 1, what="the dial to reach the phone")
+    for event in ("offhook", "outgoingcall", "callestablished"):
+        assert rb.hit(f"/{event}/snom?device={SNOM}&remote=5551234").status_code == 200
+    call = watcher.wait_for(f"{base_topic}/{SNOM}/call", lambda p: p["state"] == "talking")
+    assert call["number"] == "5551234"
+    assert watcher.on(f"{base_topic}/{SNOM}/response") == []  # the phone still holds the dial
+    slow.release.set()
+    assert response_to(watcher, base_topic, SNOM, transaction)["status"] == "ok"

@@ -115,7 +115,8 @@ def test_values_with_slashes_and_wildcards_stay_inside_payloads(
 
 def test_warnings_reach_bridge_log(running: RunningBridge, watcher: Watcher) -> None:
     assert running.hit("/offhook/yealink?remote=%zz").status_code == 400
-    entry = watcher.wait_for(f"{running.base}/bridge/log", lambda p: "invalid percent-encoding" in p["message"])
+    log_topic = f"{running.base}/bridge/log"
+    entry = watcher.wait_for(log_topic, lambda p: "invalid percent-encoding" in p["message"])
     assert entry["level"] == "warning"
     assert entry["time"].endswith("Z")
     assert not watcher.on(f"{running.base}/bridge/log")[0].retain
