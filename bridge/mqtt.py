@@ -1,16 +1,27 @@
 """The one paho adapter: connection, last will, an ordered bounded publish queue, subscriptions.
 
-Nothing outside this module touches paho. Callbacks arrive on paho's network thread; they are
-handed to the asyncio loop with `call_soon_threadsafe`.
+Nothing outside this module touches paho. paho has no thread of its own: it runs on the asyncio
+loop through its external-loop API. The loop watches its socket (`add_reader` → `loop_read`;
+`add_writer` → `loop_write` while paho says it has bytes to send), `loop_misc` runs about once a
+second for keepalive pings, and `MqttLink` connects and reconnects by itself. A network thread of
+paho's own fought the loop for the GIL under load and fell behind it (issue 9). Only the
+blocking part of a connect (DNS, TCP, the TLS handshake) runs on a worker thread, while nothing
+else touches that client.
+
+paho calls our callbacks from inside `loop_read`/`loop_write`, holding its own locks and halfway
+through its bookkeeping, so they only note what happened; the service's callbacks
+(`on_connected`, `on_message`, `on_delivered`) and the next publishes run just after, through
+`call_soon`.
 
 Delivery: messages wait in our own bounded queue and are handed to paho a window at a time,
 only while connected. paho keeps QoS 1 messages it was given until they are acknowledged and
-would resend them *after* anything published during the reconnect, breaking order; so on
-every disconnect we take back what is unacknowledged (`drop_out_messages`) and put it at the
+would resend them *after* anything published during the reconnect, breaking order; so whenever
+the socket closes we take back what is unacknowledged (`drop_out_messages`) and put it at the
 front of our queue. Order is kept, and a message is at worst sent twice (at-least-once).
 """
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -31,6 +42,11 @@ WINDOW = 200
 # Seconds an MQTT 5 CONNECT may go unanswered before we retry with 3.1.1: some 3.1.1-only
 # brokers (amqtt, given a last will) neither answer nor hang up.
 CONNACK_WAIT = 5.0
+# Seconds between paho's housekeeping calls: keepalive pings, a broker gone silent.
+MISC_EVERY = 1.0
+# Seconds before connecting again, doubling from the first to the last.
+RETRY_FIRST = 1.0
+RETRY_LAST = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +81,8 @@ class BrokerSettings:
 
 
 class MqttLink:
-    """Owned by the asyncio loop's thread: the queue is touched only there, so no locks.
-
-    paho's callbacks (on its network thread) only post to the loop; paho may call them while
-    holding its own locks, and waiting there for ours would deadlock.
-    """
+    """Owned by the asyncio loop's thread: the queue and the paho client are touched only there
+    (but for the blocking connect, see `_open`), so no locks."""
 
     def __init__(
         self,
@@ -84,17 +97,27 @@ class MqttLink:
         self._on_message = on_message
         self._pending: deque[Message] = deque()
         self._inflight: OrderedDict[int, Message] = OrderedDict()
+        self._receipts: list[str] = []  # acknowledged, not yet reported to on_delivered
+        self._settle_due = False
         self._ready = False
+        # The client whose socket the loop watches, and what tells `_serve` it closed.
+        self._watched: paho.Client | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+        # What the current connection attempt has seen.
+        self._opened = False
         self._got_connack = False
-        self._attempt = 0  # connections opened, to tell a stale CONNACK timer from a live one
+        self._was_up = False
+        self._refused_version = False
         self._v5 = settings.protocol != "3.1.1"
         self._stopping = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self.on_delivered: Callable[[str], None] | None = None
         self.published = 0
         self._client = self._make_client()
 
-    # ---- public (loop thread) -----------------------------------------------------------------
+    # ---- public ---------------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
@@ -124,9 +147,7 @@ class MqttLink:
         return True
 
     def start(self) -> None:
-        s = self.settings
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
-        self._client.loop_start()
+        self._task = self._loop.create_task(self._keep_connected())
 
     async def flush(self) -> None:
         """Wait until everything queued is acknowledged (bound it with asyncio.timeout)."""
@@ -143,36 +164,131 @@ class MqttLink:
 
     def stop(self) -> None:
         self._stopping = True
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._wake.set()
+        if self._watched is not None:
+            self._hang_up(self._watched)
+        # A connect still under way closes its own socket (`_open`).
 
-    # ---- loop thread ----------------------------------------------------------------------------
+    # ---- the connection -------------------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        """Connect, serve the connection until it closes, and again, until stopped."""
+        delay = RETRY_FIRST
+        while not self._stopping:
+            client = self._client
+            self._opened = self._got_connack = self._was_up = self._refused_version = False
+            try:
+                await self._connect_once(client)
+            except (OSError, ValueError) as exc:  # ssl's certificate errors are ValueErrors
+                log.warning(
+                    "MQTT broker %s:%s unreachable (%s); retrying in %.0f s", *self._where(), exc, delay
+                )
+            except Exception:
+                log.exception("MQTT connection to %s:%s failed; retrying in %.0f s", *self._where(), delay)
+                self._drop(client)
+            if self._stopping:
+                return
+            if self._opened and self._v5 and (self._refused_version or not self._got_connack):
+                self._fall_back()
+                continue
+            if self._was_up:
+                delay = RETRY_FIRST
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            delay = min(delay * 2, RETRY_LAST)
+
+    async def _connect_once(self, client: paho.Client) -> None:
+        await asyncio.to_thread(self._open, client)
+        if self._stopping:
+            self._abandon(client)
+            return
+        self._opened = True
+        await self._serve(client)
+
+    def _open(self, client: paho.Client) -> None:
+        """On a worker thread: paho's connect blocks on DNS, TCP and TLS. Nothing else touches
+        `client` meanwhile: it is not watched yet, and `_ready` is False, so nothing publishes."""
+        client.reconnect()
+        if self._stopping:  # stopped meanwhile: perhaps nobody awaits this any more
+            self._abandon(client)
+
+    async def _serve(self, client: paho.Client) -> None:
+        """Watch a fresh connection's socket until it closes, with paho's housekeeping."""
+        closed = self._watch(client)
+        opened = self._loop.time()
+        while not closed.done():
+            wait = MISC_EVERY
+            if self._v5 and not self._got_connack:
+                wait = min(wait, max(0.0, opened + CONNACK_WAIT - self._loop.time()))
+            await asyncio.wait({closed}, timeout=wait)
+            if closed.done():
+                return
+            client.loop_misc()
+            if self._v5 and not self._got_connack and self._loop.time() - opened >= CONNACK_WAIT:
+                self._hang_up(client)  # `_keep_connected` then falls back to 3.1.1
+
+    def _watch(self, client: paho.Client) -> asyncio.Future[None]:
+        self._closed = closed = self._loop.create_future()
+        sock = client.socket()
+        if sock is None:
+            closed.set_result(None)
+            return closed
+        self._watched = client
+        self._loop.add_reader(sock, self._read, client, sock)
+        # Sends the CONNECT; paho then asks for the writer through its callbacks when it needs it.
+        client.loop_write()
+        return closed
+
+    def _read(self, client: paho.Client, sock: Any) -> None:
+        client.loop_read()
+        # TLS may hold decrypted bytes that the selector cannot see.
+        while isinstance(sock, ssl.SSLSocket) and sock.pending() and client.socket() is sock:
+            client.loop_read()
+
+    def _unwatch(self, client: paho.Client, sock: Any) -> None:
+        if self._watched is not client:
+            return
+        self._watched = None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._ready = False
+        # Before anything else is published: what paho holds unacknowledged goes out again from
+        # our queue, ahead of everything queued after it.
+        client.drop_out_messages()
+        self._pending.extendleft(reversed(self._inflight.values()))
+        self._inflight.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _hang_up(self, client: paho.Client) -> None:
+        client.disconnect()
+        client.loop_write()  # the DISCONNECT goes out now, and paho closes the socket
+        self._drop(client)  # if the broker takes nothing more: close it regardless
+
+    def _drop(self, client: paho.Client) -> None:
+        sock = client.socket()
+        if sock is not None:
+            self._unwatch(client, sock)
+            sock.close()
+
+    def _abandon(self, client: paho.Client) -> None:
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+
+    def _fall_back(self) -> None:
+        log.warning("MQTT broker %s:%s does not speak MQTT 5; using 3.1.1", *self._where())
+        self._v5 = False
+        self._client = self._make_client()
 
     def _connected(self, client: paho.Client) -> None:
-        if client is not self._client:
+        if self._watched is not client or not client.is_connected():
             return
         self._ready = True
         self._drain()
         self._on_connected()
 
-    def _disconnected(self, client: paho.Client) -> None:
-        if client is not self._client:
-            return
-        self._ready = False
-        # Catch what was published between paho's disconnect and now (it answered NO_CONN).
-        client.drop_out_messages()
-        self._pending.extendleft(reversed(self._inflight.values()))
-        self._inflight.clear()
-
-    def _acked(self, client: paho.Client, mid: int) -> None:
-        msg = self._inflight.pop(mid, None) if client is self._client else None
-        if msg is not None:
-            self.published += 1
-            if msg.receipt is not None and self.on_delivered is not None:
-                self.on_delivered(msg.receipt)
-            self._drain()
-            if not self.queue_length:
-                self._empty.set()
+    # ---- the queue ------------------------------------------------------------------------------
 
     def _drain(self) -> None:
         while self._ready and self._pending and len(self._inflight) < WINDOW:
@@ -182,7 +298,7 @@ class MqttLink:
                 self._pending.popleft()
                 self._inflight[info.mid] = msg
             elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-                # paho kept it; the disconnect (already posted) hands it back to the queue.
+                # paho kept it; when the socket closes, `_unwatch` hands it back to the queue.
                 self._pending.popleft()
                 self._inflight[info.mid] = msg
                 self._ready = False
@@ -190,30 +306,21 @@ class MqttLink:
                 log.error("MQTT publish to %s refused by the client: %s", msg.topic, info.rc)
                 return
 
-    def _fall_back(self) -> None:
-        if not self._v5 or self._stopping:
-            return
-        log.warning("MQTT broker %s:%s does not speak MQTT 5; using 3.1.1", *self._where())
-        self._v5 = False
-        old = self._client
-        old.loop_stop()
-        old.disconnect()
-        self._pending.extendleft(reversed(self._inflight.values()))
-        self._inflight.clear()
-        self._client = self._make_client()
-        self.start()
-
-    def _expect_connack(self, client: paho.Client, attempt: int) -> None:
-        self._loop.call_later(CONNACK_WAIT, self._connack_overdue, client, attempt)
-
-    def _connack_overdue(self, client: paho.Client, attempt: int) -> None:
-        if client is self._client and attempt == self._attempt and not self._got_connack:
-            self._fall_back()
+    def _settle(self) -> None:
+        """After paho has read a batch of acknowledgements: report them, hand paho the next."""
+        self._settle_due = False
+        self._drain()
+        receipts, self._receipts = self._receipts, []
+        if self.on_delivered is not None:
+            for receipt in receipts:
+                self.on_delivered(receipt)
+        if not self.queue_length:
+            self._empty.set()
 
     def _where(self) -> tuple[str, int]:
         return self.settings.host, self.settings.port
 
-    # ---- paho's thread --------------------------------------------------------------------------
+    # ---- paho's callbacks (inside paho's loop_read/loop_write/loop_misc, on the loop thread) ----
 
     def _make_client(self) -> paho.Client:
         s = self.settings
@@ -223,10 +330,11 @@ class MqttLink:
             client_id=s.client_id,
             protocol=protocol,
             clean_session=None if self._v5 else True,
+            # Else paho reconnects by itself, blocking, from inside loop_read.
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         if s.username:
             client.username_pw_set(s.username, s.password)
@@ -236,21 +344,36 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
-        client.on_pre_connect = self._handle_pre_connect
-        if self._v5:
-            client.on_socket_open = self._handle_socket_open
+        client.on_socket_close = self._handle_socket_close
+        client.on_socket_register_write = self._handle_register_write
+        client.on_socket_unregister_write = self._handle_unregister_write
+        client.connect_async(s.host, s.port, keepalive=s.keepalive)  # only sets where to connect
         return client
 
-    def _post(self, callback: Callable[..., None], *args: object) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
+    def _handle_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Also called on the worker thread during a connect, before the socket is watched:
+        # `_watch` then writes the CONNECT itself.
+        if self._watched is client:
+            self._loop.call_soon(self._write, client, sock)
 
-    def _handle_pre_connect(self, client: paho.Client, userdata: Any) -> None:
-        self._got_connack = False
+    def _write(self, client: paho.Client, sock: Any) -> None:
+        """Write what paho queued since the last turn of the loop, in one go. Only a full socket
+        buffer needs the selector's help (watching for writability on each batch costs more)."""
+        if not self._writes_to(client, sock):
+            return
+        client.loop_write()
+        if self._writes_to(client, sock) and client.want_write():
+            self._loop.add_writer(sock, client.loop_write)
 
-    def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._attempt += 1
-        self._post(self._expect_connack, client, self._attempt)
+    def _writes_to(self, client: paho.Client, sock: Any) -> bool:
+        return self._watched is client and client.socket() is sock
+
+    def _handle_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if self._watched is client:
+            self._loop.remove_writer(sock)
+
+    def _handle_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._unwatch(client, sock)
 
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -258,34 +381,35 @@ class MqttLink:
         self._got_connack = True
         if reason.is_failure:
             log.warning("MQTT broker %s:%s refused the connection: %s", *self._where(), reason)
-            if self._v5 and reason.getName() == "Unsupported protocol version":
-                self._post(self._fall_back)
-            return
+            self._refused_version = self._v5 and reason.getName() == "Unsupported protocol version"
+            return  # paho closes the socket; `_keep_connected` tries again
+        self._was_up = True
         for topic in self.settings.subscriptions:
             client.subscribe(topic, qos=1)
         log.info("MQTT connected to %s:%s (MQTT %s)", *self._where(), self.protocol)
-        self._post(self._connected, client)
+        self._loop.call_soon(self._connected, client)
 
     def _handle_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
-        # Before paho reconnects and resends: take back what it holds unacknowledged, so that
-        # it goes out again from our queue, ahead of everything queued after it.
-        client.drop_out_messages()
-        self._post(self._disconnected, client)
         if not self._stopping:
             log.warning("MQTT connection to %s:%s lost (%s); reconnecting", *self._where(), reason)
-        if self._v5 and not self._got_connack and not self._stopping:
-            # The broker hung up on an MQTT 5 CONNECT without answering: try 3.1.1.
-            self._post(self._fall_back)
 
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
-        self._post(self._acked, client, mid)
+        msg = self._inflight.pop(mid, None) if client is self._client else None
+        if msg is None:
+            return
+        self.published += 1
+        if msg.receipt is not None:
+            self._receipts.append(msg.receipt)
+        if not self._settle_due:
+            self._settle_due = True
+            self._loop.call_soon(self._settle)
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._post(self._on_message, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        self._loop.call_soon(self._on_message, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
 
 def broker_answers(host: str, port: int, timeout: float = 0.5) -> bool:

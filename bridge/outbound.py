@@ -9,11 +9,16 @@ from bridge.mqtt import Message
 from bridge.registry import Device
 from bridge.topics import RETAINED_DEVICE_TOPICS, BridgeTopic, DeviceTopic, Topics
 
+RECORDS_KEPT = 4096  # call record payloads kept for history messages (about 1 kB each)
+
 
 class Outbound:
     def __init__(self, topics: Topics, qos: int) -> None:
         self.topics = topics
         self.qos = qos
+        # Each call's end restates the phone's whole history, and records never change: the
+        # payloads of recent ones are kept, by identity, rather than built again every time.
+        self._records: dict[int, tuple[CallRecord, payloads.Json]] = {}
 
     def message(self, topic: str, payload: object, retain: bool) -> Message:
         return Message(topic, payloads.encode(payload), retain=retain, qos=self.qos)
@@ -43,7 +48,18 @@ class Outbound:
         return self.device(device_id, DeviceTopic.STATUS, payloads.status(phone), retain=True)
 
     def history(self, device_id: str, records: Iterable[CallRecord]) -> Message:
-        return self.device(device_id, DeviceTopic.HISTORY, payloads.history(records), retain=True)
+        entries = [self._record(rec) for rec in records]  # payloads.history(records), from the cache
+        return self.device(device_id, DeviceTopic.HISTORY, entries, retain=True)
+
+    def _record(self, rec: CallRecord) -> payloads.Json:
+        kept = self._records.get(id(rec))
+        if kept is not None and kept[0] is rec:
+            return kept[1]
+        if len(self._records) >= RECORDS_KEPT:
+            self._records.clear()
+        data = payloads.record(rec)
+        self._records[id(rec)] = (rec, data)
+        return data
 
     def availability(self, device_id: str, online: bool) -> Message:
         return self.device(device_id, DeviceTopic.AVAILABILITY, payloads.availability(online), retain=True)

@@ -4,6 +4,8 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+import orjson
+
 from bridge.calls import Call, CallRecord, Phone
 from bridge.events import PhoneEvent, RawHit
 
@@ -14,11 +16,17 @@ def iso(when: datetime | None) -> str | None:
     """ISO 8601 UTC with milliseconds: 2026-11-26T08:40:55.123Z."""
     if when is None:
         return None
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    # isoformat truncates to milliseconds like strftime would, in a quarter of the time; [:23]
+    # drops the offset, as strftime did.
+    return when.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def encode(payload: object) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, non-ASCII as UTF-8, keys in order."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:  # what orjson does not take (int keys, huge ints): the standard library does
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def active_call(call: Call) -> Json:

@@ -3,6 +3,7 @@
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 
 from bridge import payloads
 from bridge.arp import fallback_id, normalise
@@ -16,6 +17,7 @@ def is_mac(device_id: str) -> bool:
     return len(device_id) == 12 and all(c in "0123456789abcdef" for c in device_id)
 
 
+@lru_cache(maxsize=4096)  # on every hit's path; parsing an address is slow
 def address_id(source: str) -> str:
     """The fallback id of a source address, the same whichever way a socket spells it."""
     try:

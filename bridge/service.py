@@ -222,11 +222,12 @@ class Bridge:
             self.out.event(device_id, payloads.event(event, device_id, mac_resolved, now, step.matched))
         )
         messages += self._changes(device, step, now, event.raw, receipts, online=known)
-        entry = replace(device, phone=step.phone).entry()
-        if joined:
-            messages.append(self.out.bridge_event("device_joined", entry))
-        if old is not None:
-            messages.append(self.out.bridge_event("device_updated", {"old_id": old.id, **entry}))
+        if joined or old is not None:  # the entry is built only then: most hits need none
+            entry = replace(device, phone=step.phone).entry()
+            if joined:
+                messages.append(self.out.bridge_event("device_joined", entry))
+            if old is not None:
+                messages.append(self.out.bridge_event("device_updated", {"old_id": old.id, **entry}))
         link = self.link
         if link is None or link.room() < len(messages):
             waiting = link.queue_length if link else 0

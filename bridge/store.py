@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
 from bridge.mqtt import Message
 
@@ -102,8 +104,11 @@ def from_text(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+_CALL_FIELDS = tuple(f.name for f in fields(Call))
+
+
 def _call_json(call: Call) -> dict[str, object]:
-    data: dict[str, object] = {f.name: getattr(call, f.name) for f in fields(Call)}
+    data: dict[str, object] = {name: getattr(call, name) for name in _CALL_FIELDS}
     for key in ("started", "answered", "updated"):
         data[key] = to_text(getattr(call, key))
     return data
@@ -131,7 +136,7 @@ def _call_from_json(data: dict[str, object]) -> Call:
 
 def phone_json(phone: Phone) -> str:
     """The phone's state without its last call (that one lives in the calls table)."""
-    return json.dumps(
+    return orjson.dumps(  # written on most hits: orjson is ten times faster than json here
         {
             "device": phone.device,
             "phone_type": phone.phone_type,
@@ -147,7 +152,7 @@ def phone_json(phone: Phone) -> str:
             "last_seen": to_text(phone.last_seen),
             "next_key": phone.next_key,
         }
-    )
+    ).decode()
 
 
 def phone_from_json(text: str, last_call: CallRecord | None) -> Phone:
@@ -216,6 +221,12 @@ def _record(row: Sequence[object]) -> CallRecord:
     )
 
 
+_SAVE_DEVICE = (
+    "INSERT OR REPLACE INTO devices (id, mac, name, mac_resolved, first_seen, online, call_updated, phone) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 # ---- the store --------------------------------------------------------------------------------
 
 
@@ -266,25 +277,26 @@ class Store:
             (*_record_row(r), receipt)
             for r, receipt in zip(records, receipts or [None] * len(records), strict=True)
         ]
+        values = None
+        if device is not None:
+            values = (
+                device.id,
+                device.mac,
+                device.name,
+                int(device.mac_resolved),
+                to_text(device.first_seen),
+                None if device.online is None else int(device.online),
+                to_text(device.call_updated),
+                phone_json(device.phone),
+            )
         with self._lock:
+            if values is not None and not rows:  # most hits: one statement is its own transaction
+                self._db.execute(_SAVE_DEVICE, values)
+                return
             self._db.execute("BEGIN")
             try:
-                if device is not None:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO devices "
-                        "(id, mac, name, mac_resolved, first_seen, online, call_updated, phone) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            device.id,
-                            device.mac,
-                            device.name,
-                            int(device.mac_resolved),
-                            to_text(device.first_seen),
-                            None if device.online is None else int(device.online),
-                            to_text(device.call_updated),
-                            phone_json(device.phone),
-                        ),
-                    )
+                if values is not None:
+                    self._db.execute(_SAVE_DEVICE, values)
                 if rows:
                     self._db.executemany(
                         f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows

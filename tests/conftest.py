@@ -147,13 +147,17 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+def own_mosquitto() -> Iterator[Mosquitto]:
     """A broker of this test's own, for tests that stop it; it keeps sessions across restarts."""
-    (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker", persistent=True)
-    broker.start()
-    yield broker
-    broker.stop()
+    # Not under tmp_path: pytest's base directory is 0700, so mosquitto (its own user) could
+    # not save its sessions there, and a watcher away during a restart would lose messages.
+    with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:
+        Path(workdir).chmod(0o755)
+        (Path(workdir) / "broker").mkdir()
+        broker = Mosquitto(Path(workdir) / "broker", persistent=True)
+        broker.start()
+        yield broker
+        broker.stop()
 
 
 @dataclass

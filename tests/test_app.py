@@ -80,6 +80,7 @@ def test_seed_urls_set_status_and_lines(running: RunningBridge, watcher: Watcher
         status = late.wait_for(f"{base}/{MAC}/status")
         assert status["lines"] == {"100": "logged_off"}
         assert all(m.retain for m in late.on(f"{base}/{MAC}/status"))
+        assert late.wait_for(f"{base}/{MAC}/availability") == {"state": "online"}
         assert late.on(f"{base}/{MAC}/availability")[0].retain
         assert late.on(f"{base}/{MAC}/event") == []  # events are not retained
     finally:
