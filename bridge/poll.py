@@ -199,6 +199,9 @@ Poll = Callable[[PollTarget], Awaitable[PollResult]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+SPREAD = 0.8  # of the interval, over which a round's polls start
+
+
 class Poller:
     """Polls the phones `devices()` returns every `interval` seconds (0: never), `concurrency` at
     a time; a round starts only when the last one has ended. `on_result` runs on the event loop."""
@@ -228,18 +231,24 @@ class Poller:
         while True:
             began = loop.time()
             try:
-                await self.poll_round()
+                await self.poll_round(spread_over=self.interval * SPREAD)
             except Exception:
                 log.exception("a poll round failed")
             await self.sleep(max(0.0, self.interval - (loop.time() - began)))
 
-    async def poll_round(self) -> int:
-        """Poll every phone once; the number polled. A call during a round waits for its end."""
+    async def poll_round(self, spread_over: float = 0.0) -> int:
+        """Poll every phone once; the number polled. A call during a round waits for its end.
+
+        With `spread_over` (seconds) the polls start evenly across that time rather than all at
+        once, so a thousand phones cost a steady trickle, not a burst that delays hits."""
         async with self.lock:
             targets = list(self.devices())
             gate = asyncio.Semaphore(self.concurrency)
+            spacing = spread_over / len(targets) if targets else 0.0
             async with asyncio.TaskGroup() as group:
-                for target in targets:
+                for index, target in enumerate(targets):
+                    if spacing and index:
+                        await asyncio.sleep(spacing)
                     group.create_task(self.poll_one(target, gate))
             return len(targets)
 
