@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LAST_SEEN_REFRESH = timedelta(seconds=60)
 CONTACTS_REFRESH = 5.0  # seconds between checks of the contacts file
 RETENTION_EVERY = timedelta(hours=1)
+CHECKPOINT_EVERY = 5.0  # seconds between copies of the store's WAL into its database
 CLEAN_STOP = "clean_stop"
 # `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
 # so a thousand phones joining cost a few lists, not a thousand.
@@ -412,17 +413,15 @@ class Bridge:
             self._commit(device, step, now, online=False)
 
     async def run_timers(self, interval: float = 1.0) -> None:
-        loop = asyncio.get_running_loop()
-        next_contacts = next_retention = loop.time()
         polling = asyncio.create_task(self.poller.run())
         try:
-            await self._timers(loop, interval, next_contacts, next_retention)
+            await self._timers(interval)
         finally:
             polling.cancel()
 
-    async def _timers(
-        self, loop: asyncio.AbstractEventLoop, interval: float, next_contacts: float, next_retention: float
-    ) -> None:
+    async def _timers(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        next_contacts = next_retention = next_checkpoint = loop.time()
         while True:
             await asyncio.sleep(interval)
             try:
@@ -430,6 +429,9 @@ class Bridge:
                 if loop.time() >= next_contacts:
                     next_contacts = loop.time() + CONTACTS_REFRESH
                     await asyncio.to_thread(self.contacts.refresh)
+                if self.store is not None and loop.time() >= next_checkpoint:
+                    next_checkpoint = loop.time() + CHECKPOINT_EVERY
+                    await asyncio.to_thread(self.store.checkpoint)
                 if loop.time() >= next_retention and self.store is not None:
                     next_retention = loop.time() + RETENTION_EVERY.total_seconds()
                     before = self.clock() - timedelta(days=self.config.calls.keep_days)
