@@ -375,9 +375,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def server_address(config: Config) -> str:
-    from bridge.service import Bridge
+    from bridge.service import http_url
 
-    return Bridge(config).http_url().split("://", 1)[1]
+    return http_url(config.http).split("://", 1)[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from bridge import __version__, payloads
 from bridge.api import Requests
 from bridge.arp import Lookup, MacResolver, fallback_id, normalise
 from bridge.calls import CallRecord, Phone, Transition, apply, expire
-from bridge.config import Config
+from bridge.config import Config, HttpConfig
 from bridge.contacts import ContactsFile
 from bridge.control import PhoneControl, Response
 from bridge.discovery import Discovery
@@ -60,6 +60,19 @@ class Refused(Exception):
 # What `<id>/status` shows of a phone, but for last_seen: every field of Phone but these.
 _NOT_STATUS = ("last_seen", "calls", "last_call", "next_key")
 status_view = attrgetter(*(f.name for f in fields(Phone) if f.name not in _NOT_STATUS))
+
+
+def http_url(http: HttpConfig) -> str:
+    """How phones reach the bridge: `http.public_url`, else this host's address and port."""
+    if http.public_url:
+        return http.public_url.rstrip("/")
+    host = http.host
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"http://{host}:{http.port}"
 
 
 def call_changed(old: Phone, new: Phone) -> bool:
@@ -584,17 +597,7 @@ class Bridge:
         }
 
     def http_url(self) -> str:
-        """How phones reach the bridge: `http.public_url`, else this host's address and port."""
-        http = self.config.http
-        if http.public_url:
-            return http.public_url.rstrip("/")
-        host = http.host
-        if host in ("0.0.0.0", "::", ""):
-            try:
-                host = socket.gethostbyname(socket.gethostname())
-            except OSError:
-                host = "127.0.0.1"
-        return f"http://{host}:{http.port}"
+        return http_url(self.config.http)
 
     def _info(self) -> dict[str, object]:
         return {

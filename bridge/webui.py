@@ -26,9 +26,8 @@ from bridge import __version__, payloads
 from bridge.calls import CallRecord, CallResult
 from bridge.feed import CLOSE, DeviceChanged, Fanout, HitLog, HitSeen, LoggedHit, UiEvent, frame
 from bridge.service import Bridge
-from bridge.store import CallQuery as StoreQuery
+from bridge.store import CallQuery
 from bridge.webviews import (
-    CallQuery,
     QueryError,
     calls_csv,
     device_json,
@@ -322,7 +321,4 @@ class Server(uvicorn.Server):
 
 def find_calls(bridge: Bridge, query: CallQuery) -> list[CallRecord]:
     """The call log, newest first, from the bridge's store."""
-    result = query.result.value if query.result is not None else None
-    return bridge.call_log(
-        StoreQuery(device=query.device, since=query.since, result=result, limit=query.limit)
-    )
+    return bridge.call_log(query)

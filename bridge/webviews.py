@@ -18,8 +18,9 @@ from bridge.events import format_mac, parse_mac
 from bridge.feed import HitSeen
 from bridge.profiles import Profile
 from bridge.registry import Device
+from bridge.store import CallQuery
 
-DEFAULT_LIMIT = 100
+DEFAULT_LIMIT = CallQuery().limit
 MAX_LIMIT = 10_000
 
 
@@ -63,14 +64,6 @@ class QueryError(ValueError):
     """A call-log filter that cannot be read; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallQuery:
-    device: str | None = None
-    result: CallResult | None = None
-    since: datetime | None = None
-    limit: int = DEFAULT_LIMIT
-
-
 def parse_call_query(params: Mapping[str, str]) -> CallQuery:
     """`device` (an id, or a MAC in any spelling), `result`, `since` (ISO date or time; UTC when
     no offset is given), `limit`. Empty values mean no filter."""
@@ -101,7 +94,7 @@ def parse_call_query(params: Mapping[str, str]) -> CallQuery:
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise QueryError(f"limit: a whole number from 1 to {MAX_LIMIT}")
         limit = int(raw_limit)
-    return CallQuery(device, result, since, limit)
+    return CallQuery(device=device, result=result, since=since, limit=limit)
 
 
 CSV_COLUMNS = ("started", "answered", "ended", "device", "phone", "direction", "number", "name", "line",

@@ -26,6 +26,7 @@ from bridge.broker import EmbeddedBroker
 from bridge.config import Config, parse_config
 from bridge.mqtt import Endpoint
 from bridge.service import Bridge
+from tests.phone_standin import StandIn
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 # Each bridge's store, by base topic (unique per test); the whole folder goes at the end of the run.
@@ -158,6 +159,20 @@ def own_mosquitto() -> Iterator[Mosquitto]:
         broker.start()
         yield broker
         broker.stop()
+
+
+@pytest.fixture
+def phones() -> Iterator[Callable[..., StandIn]]:
+    """Stand-in phones (tests/phone_standin.py), made with the settings given; closed after the test."""
+    made: list[StandIn] = []
+
+    def make(**settings: Any) -> StandIn:
+        made.append(StandIn(**settings))
+        return made[-1]
+
+    yield make
+    for standin in made:
+        standin.close()
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from paho.mqtt.client import topic_matches_sub
 
 from bridge import payloads
 from bridge.calls import CallRecord, CallResult, Direction
@@ -58,16 +59,6 @@ def entities_named(document: object) -> set[str]:
 
 def load(name: str) -> Any:
     return yaml.safe_load((EXAMPLES / "homeassistant" / name).read_text())
-
-
-def matches(topic_filter: str, topic: str) -> bool:
-    levels, wanted = topic.split("/"), topic_filter.split("/")
-    for i, level in enumerate(wanted):
-        if level == "#":
-            return True
-        if i >= len(levels) or (level != "+" and level != levels[i]):
-            return False
-    return len(levels) == len(wanted)
 
 
 def bridge_topics() -> tuple[set[str], tuple[str, ...]]:
@@ -138,7 +129,7 @@ def test_missed_call_automation_fires_on_missed_calls_only() -> None:
     automation = load("missed-call-notification.yaml")
     (trigger,) = automation["triggers"]
     published, _ = bridge_topics()
-    assert any(matches(trigger["topic"], t) for t in published)
+    assert any(topic_matches_sub(trigger["topic"], t) for t in published)
     jinja = ImmutableSandboxedEnvironment()
     template = jinja.from_string(trigger["value_template"])
     bridge_event = {"type": "device_joined", "data": {}}  # `amego/+/event` matches amego/bridge/event too
@@ -187,11 +178,11 @@ def test_node_red_flow_uses_the_bridge_topics() -> None:
     listening = [n["topic"] for n in nodes if n["type"] == "mqtt in"]
     assert listening == ["amego/+/event", "amego/+/response"]
     for topic_filter in listening:
-        assert any(matches(topic_filter, t) for t in published), topic_filter
+        assert any(topic_matches_sub(topic_filter, t) for t in published), topic_filter
     sent = [n["topic"] for n in nodes if n["type"] == "inject"]
     assert sent
     for topic in sent:
-        assert any(matches(f, topic) for f in subscribed), topic
+        assert any(topic_matches_sub(f, topic) for f in subscribed), topic
 
 
 NODE_HARNESS = """
@@ -236,7 +227,7 @@ def test_node_red_dials_from_a_dashboard_number() -> None:
     _, subscribed = bridge_topics()
     out = run_function("to dial request", {"payload": " +49 (30) 123456 "})["result"]
     assert out["topic"] == f"amego/{MAC}/dial"
-    assert any(matches(f, out["topic"]) for f in subscribed)
+    assert any(topic_matches_sub(f, out["topic"]) for f in subscribed)
     assert json.loads(out["payload"])["number"] == "+49 (30) 123456"
     (code,) = [n["func"] for n in flow() if n.get("name") == "to dial request"]
     assert f"/{NUMBER_PATTERN}/" in code  # the Dial field's check, so both accept the same numbers
@@ -255,6 +246,6 @@ def test_recipes_name_topics_the_bridge_uses() -> None:
     assert len(named) > 15
     for tool, topic in named:
         if tool == "sub":
-            assert any(matches(topic, t) for t in published), topic
+            assert any(topic_matches_sub(topic, t) for t in published), topic
         elif topic != "homeassistant/status":
-            assert any(matches(f, topic) for f in subscribed) or topic in published, topic
+            assert any(topic_matches_sub(f, topic) for f in subscribed) or topic in published, topic

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from paho.mqtt.client import topic_matches_sub
 
 from bridge import payloads
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
@@ -290,17 +291,6 @@ def topics_named(payload: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield name, full[name]
 
 
-def matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic filter matching (`+` one level, `#` the rest)."""
-    levels, wanted = topic.split("/"), topic_filter.split("/")
-    for i, level in enumerate(wanted):
-        if level == "#":
-            return True
-        if i >= len(levels) or (level != "+" and level != levels[i]):
-            return False
-    return len(levels) == len(wanted)
-
-
 # ---- tests -------------------------------------------------------------------------------------
 
 
@@ -378,7 +368,9 @@ def test_every_topic_named_is_one_the_bridge_uses() -> None:
     assert named
     for option, topic in named:
         if option in COMMAND_KEYS:
-            assert any(matches(f, topic) for f in subscribed), f"{topic} is not subscribed by the bridge"
+            assert any(topic_matches_sub(f, topic) for f in subscribed), (
+                f"{topic} is not subscribed by the bridge"
+            )
         else:
             assert topic in published, f"{option} {topic} is not published by the bridge"
 

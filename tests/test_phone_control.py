@@ -27,19 +27,6 @@ Start = Callable[..., RunningBridge]
 
 
 @pytest.fixture
-def phones() -> Iterator[Callable[..., StandIn]]:
-    made: list[StandIn] = []
-
-    def make(**settings: Any) -> StandIn:
-        made.append(StandIn(**settings))
-        return made[-1]
-
-    yield make
-    for standin in made:
-        standin.close()
-
-
-@pytest.fixture
 def start(mosquitto: Mosquitto, base_topic: str, watcher: Watcher) -> Iterator[Start]:
     """Start a bridge with these [devices] (and other sections), subscribed and answering."""
     started: list[RunningBridge] = []

@@ -4,9 +4,8 @@ reconciliation of the bridge's state with it, availability without flapping, and
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -35,19 +34,6 @@ GRANDSTREAM = "000b82aabbcc"
 PASSWORD = "s3cret-phone"
 T0 = datetime(2026, 11, 26, 8, 40, tzinfo=UTC)
 REGISTERED, UNREGISTERED, FAILED = LineState.REGISTERED, LineState.UNREGISTERED, LineState.FAILED
-
-
-@pytest.fixture
-def phones() -> Iterator[Callable[..., StandIn]]:
-    made: list[StandIn] = []
-
-    def make(**settings: Any) -> StandIn:
-        made.append(StandIn(**settings))
-        return made[-1]
-
-    yield make
-    for standin in made:
-        standin.close()
 
 
 def targets(devices: Mapping[str, Mapping[str, object]], timeout: float = 2.0) -> dict[str, PollTarget]:

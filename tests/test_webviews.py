@@ -7,7 +7,8 @@ import pytest
 from bridge.calls import CallResult
 from bridge.feed import Fanout, HitLog, HitSeen
 from bridge.profiles import BUILTIN_PROFILES
-from bridge.webviews import CallQuery, QueryError, cell, duration, hit_device, parse_call_query, setup_view
+from bridge.store import CallQuery
+from bridge.webviews import QueryError, cell, duration, hit_device, parse_call_query, setup_view
 
 NOW = datetime(2026, 11, 26, 8, 40, 55, tzinfo=UTC)
 
