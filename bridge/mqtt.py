@@ -234,6 +234,8 @@ class MqttLink:
             closed.set_result(None)
             return closed
         self._watched = client
+        with contextlib.suppress(OSError, AttributeError):  # not every socket is TCP
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, self._read, client, sock)
         # Sends the CONNECT; paho then asks for the writer through its callbacks when it needs it.
         client.loop_write()
