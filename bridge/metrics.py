@@ -70,6 +70,8 @@ class Metrics:
             ["event", "phone_type", "outcome"],
             registry=self.registry,
         )
+        # Bounded: events are canonical names or "other", phone types profiles, outcomes statuses.
+        self._hit_children: dict[tuple[str, str, str], Counter] = {}
         self.hit_seconds = Histogram(
             f"{PREFIX}_hit_duration_seconds",
             "Time from an Action URL request to its answer",
@@ -98,7 +100,11 @@ class Metrics:
 
     def count_hit(self, event: str, phone_type: str, outcome: str, seconds: float) -> None:
         """`event` a canonical event name or "other"; `phone_type` a profile's name."""
-        self.hits.labels(event, phone_type, outcome).inc()
+        key = (event, phone_type, outcome)
+        child = self._hit_children.get(key)
+        if child is None:  # labels() parses and checks its arguments each time: once is enough
+            child = self._hit_children[key] = self.hits.labels(*key)
+        child.inc()
         self.hit_seconds.observe(seconds)
 
     def count_refusal(self, status: int, reason: str) -> None:

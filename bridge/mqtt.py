@@ -55,7 +55,7 @@ class Message:
     payload: bytes
     retain: bool = False
     qos: int = 1
-    receipt: str | None = None  # reported to `on_delivered` once the broker has the message
+    receipt: str | None = None  # reported to `on_delivered` once the broker has the message (batched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +99,8 @@ class MqttLink:
         self._inflight: OrderedDict[int, Message] = OrderedDict()
         self._receipts: list[str] = []  # acknowledged, not yet reported to on_delivered
         self._settle_due = False
+        self._publishing = False  # inside `publish`: what paho asks to write goes out at its end
+        self._write_now: tuple[paho.Client, Any] | None = None
         self._ready = False
         # The client whose socket the loop watches, and what tells `_serve` it closed.
         self._watched: paho.Client | None = None
@@ -113,7 +115,7 @@ class MqttLink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
-        self.on_delivered: Callable[[str], None] | None = None
+        self.on_delivered: Callable[[list[str]], None] | None = None
         self.published = 0
         self._client = self._make_client()
 
@@ -143,7 +145,14 @@ class MqttLink:
         if not force and self.queue_length + len(messages) > self.settings.queue_size:
             return False
         self._pending.extend(messages)
-        self._drain()
+        self._publishing = True
+        try:
+            self._drain()
+        finally:
+            self._publishing = False
+        due, self._write_now = self._write_now, None
+        if due is not None:  # out now, not a loop turn later: the hit's HTTP answer waits for this
+            self._write(*due)
         return True
 
     def start(self) -> None:
@@ -234,8 +243,11 @@ class MqttLink:
             closed.set_result(None)
             return closed
         self._watched = client
-        with contextlib.suppress(OSError, AttributeError):  # not every socket is TCP
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(sock, socket.socket):
+            # Each MQTT packet goes out as written: Nagle would hold one back until the broker
+            # acknowledges the last (tens of ms when its delayed ACK kicks in).
+            with contextlib.suppress(OSError):  # not a TCP socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, self._read, client, sock)
         # Sends the CONNECT; paho then asks for the writer through its callbacks when it needs it.
         client.loop_write()
@@ -313,9 +325,8 @@ class MqttLink:
         self._settle_due = False
         self._drain()
         receipts, self._receipts = self._receipts, []
-        if self.on_delivered is not None:
-            for receipt in receipts:
-                self.on_delivered(receipt)
+        if receipts and self.on_delivered is not None:
+            self.on_delivered(receipts)
         if not self.queue_length:
             self._empty.set()
 
@@ -355,7 +366,11 @@ class MqttLink:
     def _handle_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # Also called on the worker thread during a connect, before the socket is watched:
         # `_watch` then writes the CONNECT itself.
-        if self._watched is client:
+        if self._watched is not client:
+            return
+        if self._publishing:
+            self._write_now = (client, sock)
+        else:
             self._loop.call_soon(self._write, client, sock)
 
     def _write(self, client: paho.Client, sock: Any) -> None:

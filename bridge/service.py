@@ -154,9 +154,9 @@ class Bridge:
         store.set_meta(CLEAN_STOP, "1")
         store.close()
 
-    def delivered(self, receipt: str) -> None:
+    def delivered(self, receipts: list[str]) -> None:
         if self.store is not None:
-            self.store.announced(receipt)
+            self.store.announced(receipts)
 
     # ---- identity -------------------------------------------------------------------------------
 

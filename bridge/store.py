@@ -320,10 +320,17 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def announced(self, receipt: str) -> None:
-        """The broker has the call_ended message with this receipt."""
+    def announced(self, receipts: Sequence[str]) -> None:
+        """The broker has the call_ended messages with these receipts (one transaction)."""
         with self._lock:
-            self._db.execute("UPDATE calls SET receipt = NULL WHERE receipt = ?", (receipt,))
+            self._db.execute("BEGIN")
+            try:
+                rows = [(receipt,) for receipt in receipts]
+                self._db.executemany("UPDATE calls SET receipt = NULL WHERE receipt = ?", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def unannounced(self, limit: int = 10_000) -> list[tuple[str, CallRecord]]:
         """Calls whose call_ended never reached the broker, oldest first, with their receipts."""

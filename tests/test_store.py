@@ -111,7 +111,7 @@ def test_unannounced_calls_until_the_broker_has_them(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save(None, [record("a", 1), record("a", 2), record("a", 3)], ["r1", "r2", None])
     assert [(receipt, r.call_id) for receipt, r in store.unannounced()] == [("r1", "c1"), ("r2", "c2")]
-    store.announced("r1")
+    store.announced(["r1"])
     assert [r.call_id for _, r in store.unannounced()] == ["c2"]
 
 
