@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 
-def build_app(client: paho.Client, base_topic: str) -> Starlette:
+def build_app(client: paho.Client, base_topic: str, messages: int = 1) -> Starlette:
     topic = f"{base_topic}/event"
+    extra = [f"{base_topic}/state/{n}" for n in range(1, messages)]  # retained, as state would be
 
     async def action(request: Request) -> Response:
         query = request.scope["query_string"].decode("utf-8", "replace")
@@ -30,7 +31,10 @@ def build_app(client: paho.Client, base_topic: str) -> Starlette:
             "phone_type": request.path_params["phone_type"],
             "params": dict(parse_qsl(query, keep_blank_values=True)),
         }
-        client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1)
+        body = json.dumps(payload, separators=(",", ":"))
+        client.publish(topic, body, qos=1)
+        for state in extra:
+            client.publish(state, body, qos=1, retain=True)
         return PlainTextResponse("OK")
 
     async def healthz(request: Request) -> Response:
@@ -49,6 +53,7 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--base-topic", default="relay")
+    p.add_argument("--messages", type=int, default=1, help="MQTT messages per hit (the bench uses 1)")
     args = p.parse_args()
     host, port = args.broker.rsplit(":", 1)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"relay-{os.getpid()}")
@@ -57,7 +62,7 @@ def main() -> None:
     client.connect(host, int(port))
     client.loop_start()
     uvicorn.run(
-        build_app(client, args.base_topic),
+        build_app(client, args.base_topic, args.messages),
         host="127.0.0.1",
         port=args.port,
         access_log=False,
