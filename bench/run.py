@@ -39,6 +39,9 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STAMP = re.compile(rb'"t":"(\d+)"')
 NAMES = ("baseline", "bridge")
+# The relay again, publishing 2 messages per hit as the bridge must at least (the event, and the
+# phone's retained call state): what throughput the contract's messages alone leave on this stack.
+FLOOR, FLOOR_MESSAGES = "relay-2", 2
 TARGET_PHONES, TARGET_RECORDS = 10_000, 100_000
 
 
@@ -192,15 +195,16 @@ def start_bridge(workdir: Path, broker: int, tag: str) -> Server:
     return Server("bridge", port, f"bench{tag}", proc, log)
 
 
-def start_baseline(workdir: Path, broker: int, tag: str) -> Server:
+def start_baseline(workdir: Path, broker: int, tag: str, messages: int = 1) -> Server:
+    name, topic = ("baseline", f"relay{tag}") if messages == 1 else (FLOOR, f"relay{messages}{tag}")
     port = free_port()
-    log = workdir / "baseline.log"
+    log = workdir / f"{name}.log"
     cmd = [
         sys.executable, str(ROOT / "bench" / "baseline.py"), "--port", str(port),
-        "--broker", f"127.0.0.1:{broker}", "--base-topic", f"relay{tag}",
+        "--broker", f"127.0.0.1:{broker}", "--base-topic", topic, "--messages", str(messages),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)
-    return Server("baseline", port, f"relay{tag}", proc, log)
+    return Server(name, port, topic, proc, log)
 
 
 # ---- what arrives on MQTT -----------------------------------------------------------------------
@@ -367,7 +371,7 @@ class Bench:
     workdir: Path
     servers: dict[str, Server]
     arrivals: Arrivals
-    results: dict[str, Results] = field(default_factory=lambda: {n: Results() for n in NAMES})
+    results: dict[str, Results] = field(default_factory=lambda: {n: Results() for n in (*NAMES, FLOOR)})
     turn: int = 0
 
     def order(self) -> list[Server]:
@@ -386,8 +390,8 @@ class Bench:
         load = drive(server, self.workdir, "--timestamps", "--seed", str(self.turn), *args)
         arrived = self.arrivals.settle(load.ok)
         published_after = server.published()
-        if server.name == "baseline":
-            messages: float | None = 1.0  # by construction
+        if server.name != "bridge":
+            messages: float | None = 1.0 if server.name == "baseline" else FLOOR_MESSAGES  # by construction
         elif published is None or published_after is None or not load.ok:
             messages = None
         else:
@@ -430,7 +434,8 @@ class Bench:
     def max_rate(self) -> None:
         phones = str(min(self.plan.phones, 50))
         for _ in range(self.plan.max_rounds):
-            for server in self.order():
+            first, second = self.order()
+            for server in (first, self.servers[FLOOR], second):
                 found = self.timed(
                     server, "--phones", phones, "--rate", "0", "--duration", str(self.plan.max_seconds)
                 )
@@ -545,7 +550,12 @@ def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
 def table(results: dict[str, Results], plan: Plan) -> list[tuple[str, float | None, float | None]]:
     bridge = results["bridge"]
     fed = bridge.state[-1] if bridge.state else None
-    return [(label, value(results["baseline"]), value(bridge)) for label, value in rows(plan, fed)]
+    out = [(label, value(results["baseline"]), value(bridge)) for label, value in rows(plan, fed)]
+    floor = results[FLOOR].max
+    if floor is not None and bridge.max is not None:
+        label = f"  max hits/s against the relay publishing {FLOOR_MESSAGES} per hit"
+        out.insert(2, (label, floor.hits_per_s, bridge.max.hits_per_s))
+    return out
 
 
 def render(results: dict[str, Results], plan: Plan) -> str:
@@ -583,12 +593,19 @@ def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Results]:
         servers = {
             "baseline": start_baseline(workdir, broker, tag),
             "bridge": start_bridge(workdir, broker, tag),
+            FLOOR: start_baseline(workdir, broker, tag, FLOOR_MESSAGES),
         }
         for server in servers.values():
             stack.callback(server.stop)
         for server in servers.values():
             wait_until(server.ready, 30, f"the {server.name} to listen and connect to MQTT")
-        arrivals = Arrivals(broker, [f"bench{tag}/+/event", f"relay{tag}/event"])
+        arrivals = Arrivals(
+            broker,
+            [
+                f"bench{tag}/+/event",
+                *(f"{s.base_topic}/event" for s in servers.values() if s.name != "bridge"),
+            ],
+        )
         stack.callback(arrivals.close)
         bench = Bench(plan, workdir, servers, arrivals)
         steps: list[tuple[str, Callable[[], None]]] = [

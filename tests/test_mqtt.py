@@ -1,6 +1,7 @@
 """The MQTT link drives paho from the asyncio loop: no network thread, pings, a clean stop."""
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 
@@ -104,3 +105,35 @@ def test_stop_while_the_broker_is_away_gives_back_the_queue_in_order(mosquitto: 
         assert not link.connected
 
     asyncio.run(scenario())
+
+
+def test_a_publish_is_on_the_wire_when_it_returns_with_nagle_off(mosquitto: Mosquitto) -> None:
+    """A hit's messages go out before its HTTP answer, not a loop turn later: the subscriber gets
+    this one while the loop is still blocked right after `publish`. Nagle would hold back a small
+    packet until the broker acknowledges the last one."""
+    base = unique_base()
+    watcher = Watcher(mosquitto.port, f"{base}/#")
+
+    async def scenario() -> None:
+        will = Message(f"{base}/bridge/state", b'{"state":"offline"}', retain=True)
+        settings = BrokerSettings("127.0.0.1", mosquitto.port, f"bridge-{base}", will, queue_size=10)
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+        link.start()
+        try:
+            await eventually(lambda: link.connected, "the link to connect")
+            sock = link._client.socket()
+            assert isinstance(sock, socket.socket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            topic = f"{base}/0015650000aa/event"
+            for n in range(3):
+                link.publish([Message(topic, b'{"n":%d}' % n)])
+                # Blocks the loop: only bytes already written can reach the subscriber.
+                expected = {"n": n}
+                assert watcher.wait_for(topic, expected.__eq__) == expected
+        finally:
+            link.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watcher.close()
