@@ -116,6 +116,7 @@ class Server:
     base_topic: str
     proc: subprocess.Popen[bytes]
     log: Path
+    messages_per_hit: int | None = None  # a relay's, by construction; the bridge's are counted
 
     def stat_cpu(self) -> float:
         """CPU seconds (user + system, all threads) so far."""
@@ -204,7 +205,7 @@ def start_baseline(workdir: Path, broker: int, tag: str, messages: int = 1) -> S
         "--broker", f"127.0.0.1:{broker}", "--base-topic", topic, "--messages", str(messages),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)
-    return Server(name, port, topic, proc, log)
+    return Server(name, port, topic, proc, log, messages)
 
 
 # ---- what arrives on MQTT -----------------------------------------------------------------------
@@ -390,8 +391,8 @@ class Bench:
         load = drive(server, self.workdir, "--timestamps", "--seed", str(self.turn), *args)
         arrived = self.arrivals.settle(load.ok)
         published_after = server.published()
-        if server.name != "bridge":
-            messages: float | None = 1.0 if server.name == "baseline" else FLOOR_MESSAGES  # by construction
+        if server.messages_per_hit is not None:
+            messages: float | None = float(server.messages_per_hit)
         elif published is None or published_after is None or not load.ok:
             messages = None
         else:

@@ -99,8 +99,7 @@ class MqttLink:
         self._inflight: OrderedDict[int, Message] = OrderedDict()
         self._receipts: list[str] = []  # acknowledged, not yet reported to on_delivered
         self._settle_due = False
-        self._publishing = False  # inside `publish`: what paho asks to write goes out at its end
-        self._write_now: tuple[paho.Client, Any] | None = None
+        self._publishing = False  # inside `publish`, which writes what paho queued at its end
         self._ready = False
         # The client whose socket the loop watches, and what tells `_serve` it closed.
         self._watched: paho.Client | None = None
@@ -150,9 +149,10 @@ class MqttLink:
             self._drain()
         finally:
             self._publishing = False
-        due, self._write_now = self._write_now, None
-        if due is not None:  # out now, not a loop turn later: the hit's HTTP answer waits for this
-            self._write(*due)
+        client = self._watched
+        if client is not None and client.want_write():
+            # Out now, not a loop turn later: the hit's HTTP answer is sent after this.
+            self._write(client, client.socket())
         return True
 
     def start(self) -> None:
@@ -366,16 +366,13 @@ class MqttLink:
     def _handle_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # Also called on the worker thread during a connect, before the socket is watched:
         # `_watch` then writes the CONNECT itself.
-        if self._watched is not client:
-            return
-        if self._publishing:
-            self._write_now = (client, sock)
-        else:
+        if self._watched is client and not self._publishing:
             self._loop.call_soon(self._write, client, sock)
 
     def _write(self, client: paho.Client, sock: Any) -> None:
-        """Write what paho queued since the last turn of the loop, in one go. Only a full socket
-        buffer needs the selector's help (watching for writability on each batch costs more)."""
+        """Write what paho has queued, in one go: at the end of `publish`, else a loop turn after paho
+        asked. Only a full socket buffer needs the selector's help (watching for writability on
+        each batch costs more)."""
         if not self._writes_to(client, sock):
             return
         client.loop_write()

@@ -9,7 +9,8 @@ few commits. Small per-hit writes run on the loop thread (tens of microseconds);
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,34 +304,35 @@ class Store:
                 to_text(device.call_updated),
                 phone_json(device.phone),
             )
-        with self._lock:
-            if values is not None and not rows:  # most hits: one statement is its own transaction
+        if values is not None and not rows:  # most hits: one statement is its own transaction
+            with self._lock:
                 self._db.execute(_SAVE_DEVICE, values)
-                return
-            self._db.execute("BEGIN")
-            try:
-                if values is not None:
-                    self._db.execute(_SAVE_DEVICE, values)
-                if rows:
-                    self._db.executemany(
-                        f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            return
+        with self._transaction():
+            if values is not None:
+                self._db.execute(_SAVE_DEVICE, values)
+            if rows:
+                self._db.executemany(
+                    f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows
+                )
 
     def announced(self, receipts: Sequence[str]) -> None:
         """The broker has the call_ended messages with these receipts (one transaction)."""
+        with self._transaction():
+            rows = [(receipt,) for receipt in receipts]
+            self._db.executemany("UPDATE calls SET receipt = NULL WHERE receipt = ?", rows)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The store's lock, and one transaction: committed, or rolled back when anything fails."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                rows = [(receipt,) for receipt in receipts]
-                self._db.executemany("UPDATE calls SET receipt = NULL WHERE receipt = ?", rows)
-                self._db.execute("COMMIT")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
 
     def unannounced(self, limit: int = 10_000) -> list[tuple[str, CallRecord]]:
         """Calls whose call_ended never reached the broker, oldest first, with their receipts."""
@@ -347,11 +349,9 @@ class Store:
 
     def rename_device(self, old_id: str, new_id: str) -> None:
         """A phone known by its address is now known by its MAC: its calls move with it."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute("DELETE FROM devices WHERE id = ?", (old_id,))
             self._db.execute("UPDATE calls SET device = ? WHERE device = ?", (new_id, old_id))
-            self._db.execute("COMMIT")
 
     # ---- reading ----------------------------------------------------------------------------------
 
@@ -418,23 +418,19 @@ class Store:
     # ---- MQTT messages that outlive the process -----------------------------------------------------
 
     def save_outbox(self, messages: Sequence[Message]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute("DELETE FROM outbox")
             self._db.executemany(
                 "INSERT INTO outbox (topic, payload, retain, qos, receipt) VALUES (?, ?, ?, ?, ?)",
                 [(m.topic, m.payload, int(m.retain), m.qos, m.receipt) for m in messages],
             )
-            self._db.execute("COMMIT")
 
     def take_outbox(self) -> list[Message]:
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             rows = self._db.execute(
                 "SELECT topic, payload, retain, qos, receipt FROM outbox ORDER BY seq"
             ).fetchall()
             self._db.execute("DELETE FROM outbox")
-            self._db.execute("COMMIT")
         return [Message(t, bytes(p), bool(r), int(q), receipt) for t, p, r, q, receipt in rows]
 
     def set_meta(self, key: str, value: str) -> None:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import paho.mqtt.client as paho
@@ -40,6 +40,28 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Killable(Protocol):
+    def kill(self) -> None: ...
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Killable]]:
+    """Processes a test starts (`tests.test_run.BridgeProcess`), killed after it if still running."""
+    started: list[Killable] = []
+    yield started
+    for process in started:
+        process.kill()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
@@ -69,14 +91,7 @@ class Mosquitto:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
-        wait_until(self.accepts, what=f"mosquitto on port {self.port}")
-
-    def accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        wait_until(lambda: accepts(self.port), what=f"mosquitto on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -2,7 +2,6 @@
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import MOSQUITTO, TIMEOUT, free_port, wait_until
+from tests.conftest import MOSQUITTO, TIMEOUT, accepts, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -75,20 +74,12 @@ def test_shipped_mosquitto_conf_keeps_a_qos1_burst_for_a_slow_subscriber(tmp_pat
     (tmp_path / "mosquitto.conf").chmod(0o644)
     broker = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL)
     try:
-        wait_until(lambda: probe(port), what="mosquitto with the shipped config")
+        wait_until(lambda: accepts(port), what="mosquitto with the shipped config")
         received = burst_to_a_slow_subscriber(port, count=3000)
         assert received == 3000
     finally:
         broker.terminate()
         broker.wait(timeout=TIMEOUT)
-
-
-def probe(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def burst_to_a_slow_subscriber(port: int, count: int) -> int:

@@ -24,14 +24,6 @@ MAC = "001565aabbcc"
 CALL = f"device={MAC}&local=100&remote=5551234&displayremote=Alice&callid=k9@pbx"
 
 
-@pytest.fixture
-def processes() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
 def config(tmp_path: Path, broker: Mosquitto, base: str, **calls: object) -> dict[str, dict[str, object]]:
     return {
         "http": {"host": "127.0.0.1", "port": free_port()},

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -17,7 +16,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.conftest import TIMEOUT, Mosquitto, Watcher, free_port, unique_base, wait_until
+from tests.conftest import TIMEOUT, Mosquitto, Watcher, accepts, free_port, unique_base, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
@@ -96,14 +95,8 @@ class BridgeProcess:
 
     def wait_ready(self) -> None:
         self.log.wait_for("Application startup complete")
-        wait_until(self.accepts, what=f"the bridge to listen on {self.port}")  # uvicorn binds after that line
-
-    def accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        # uvicorn binds after that line
+        wait_until(lambda: accepts(self.port), what=f"the bridge to listen on {self.port}")
 
     def hit(self, path: str) -> httpx.Response:
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=TIMEOUT) as client:
@@ -118,14 +111,6 @@ class BridgeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=TIMEOUT)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def bridge_config(tmp_path: Path, mqtt: dict[str, object]) -> dict[str, dict[str, object]]:
