@@ -59,6 +59,11 @@ class LinkCollector(Collector):
             "MQTT messages the broker acknowledged since start",
             value=link.published if link is not None else 0,
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_mqtt_messages_refused",
+            "MQTT messages the broker acknowledged with a failure (MQTT 5), e.g. not authorized",
+            value=link.refused if link is not None else 0,
+        )
 
 
 class Metrics:

@@ -18,6 +18,13 @@ only while connected. paho keeps QoS 1 messages it was given until they are ackn
 would resend them *after* anything published during the reconnect, breaking order; so whenever
 the socket closes we take back what is unacknowledged (`drop_out_messages`) and put it at the
 front of our queue. Order is kept, and a message is at worst sent twice (at-least-once).
+
+A broker may hang up because of one message: mosquitto 2.0 does after each it refuses under its
+ACL (eclipse-mosquitto/mosquitto#2579), and brokers close the connection on a packet over their
+size limit. Resending the whole window would drop the next connection the same way, often before
+the acknowledgements in flight are read. So after a connection is lost, what was in flight goes
+out again one message at a time: a refused message is answered and done, and one the broker hangs
+up on HANG_UPS times running, alone, is set aside with an error.
 """
 
 import asyncio
@@ -28,11 +35,13 @@ import ssl
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,10 @@ WINDOW = 200
 # Seconds an MQTT 5 CONNECT may go unanswered before we retry with 3.1.1: some 3.1.1-only
 # brokers (amqtt, given a last will) neither answer nor hang up.
 CONNACK_WAIT = 5.0
+# Seconds between warnings that the broker refused messages (MQTT 5 says so in its PUBACK).
+REFUSAL_WARNING_EVERY = 60.0
+# Connections a broker may close on the same message, sent alone, before that message is set aside.
+HANG_UPS = 3
 # Seconds between paho's housekeeping calls: keepalive pings, a broker gone silent.
 MISC_EVERY = 1.0
 # Seconds before connecting again, doubling from the first to the last.
@@ -80,6 +93,35 @@ class BrokerSettings:
     protocol: str = "auto"  # "auto": MQTT 5, else 3.1.1 when the broker refuses 5
 
 
+# The PUBACKs that say "delivered", by the reason code byte MQTT 5 may add to the packet
+# identifier: 0 Success, 16 No matching subscribers. A PUBACK without one is Success.
+_DELIVERED = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0, 16)}
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+class _Client(paho.Client):
+    """paho's client, reading the everyday PUBACK in a few steps.
+
+    paho decodes every PUBACK into fresh `ReasonCode` and `Properties` objects (each copies a
+    table of names): a quarter of a QoS 1 publish's cost (bench/README.md, "Known costs"). A
+    PUBACK of 2 bytes, or of 3 whose reason code says delivered, carries nothing more, so it is
+    answered with shared objects, which only our own `on_publish` sees. Every other PUBACK (a
+    failure code, properties, PUBCOMP) takes paho's own path. paho is pinned in pyproject.toml,
+    and tests/test_mqtt.py covers both paths, with each protocol version.
+    """
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        size = len(packet)
+        if cmd == "PUBACK" and (size == 2 or (size == 3 and packet[2] in _DELIVERED)):
+            mid = packet[0] << 8 | packet[1]
+            with self._out_message_mutex:
+                if mid in self._out_messages:
+                    return self._do_on_publish(mid, _DELIVERED[packet[2] if size == 3 else 0], _NO_PROPERTIES)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_pubackcomp(cmd)
+
+
 class MqttLink:
     """Owned by the asyncio loop's thread: the queue and the paho client are touched only there
     (but for the blocking connect, see `_open`), so no locks."""
@@ -100,6 +142,7 @@ class MqttLink:
         self._receipts: list[str] = []  # acknowledged, not yet reported to on_delivered
         self._settle_due = False
         self._publishing = False  # inside `publish`, which writes what paho queued at its end
+        self._writer = False  # the loop watches the socket for room to write (a full buffer)
         self._ready = False
         # The client whose socket the loop watches, and what tells `_serve` it closed.
         self._watched: paho.Client | None = None
@@ -115,7 +158,13 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self.on_delivered: Callable[[list[str]], None] | None = None
-        self.published = 0
+        self.published = 0  # acknowledged as delivered
+        self.refused = 0  # acknowledged with a failure, e.g. Not authorized by the broker's ACL
+        self._refusals_quiet_until = 0.0
+        # Acknowledgements still to wait for one message at a time, after a lost connection.
+        self._careful = 0
+        self._suspect: Message | None = None  # the message last in flight alone when the broker hung up
+        self._hang_ups = 0  # how many times running it did
         self._client = self._make_client()
 
     # ---- public ---------------------------------------------------------------------------------
@@ -169,6 +218,7 @@ class MqttLink:
         messages = [*self._inflight.values(), *self._pending]
         self._inflight.clear()
         self._pending.clear()
+        self._careful = 0
         return messages
 
     def stop(self) -> None:
@@ -265,14 +315,40 @@ class MqttLink:
         self._watched = None
         self._loop.remove_reader(sock)
         self._loop.remove_writer(sock)
+        self._writer = False
         self._ready = False
         # Before anything else is published: what paho holds unacknowledged goes out again from
         # our queue, ahead of everything queued after it.
         client.drop_out_messages()
-        self._pending.extendleft(reversed(self._inflight.values()))
+        unacknowledged = list(self._inflight.values())
         self._inflight.clear()
+        if self._careful and len(unacknowledged) == 1 and self._hung_up_on(unacknowledged[0]):
+            unacknowledged.clear()
+            self._careful -= 1
+        self._careful = self._careful or len(unacknowledged)
+        self._pending.extendleft(reversed(unacknowledged))
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def _hung_up_on(self, msg: Message) -> bool:
+        """The broker closed the connection while `msg`, sent alone, waited for its answer: True
+        when that was the last time allowed, and `msg` is set aside."""
+        self._hang_ups = self._hang_ups + 1 if self._suspect is msg else 1
+        self._suspect = msg
+        if self._hang_ups < HANG_UPS:
+            return False
+        self._suspect, self._hang_ups = None, 0
+        self.refused += 1
+        log.error(
+            "MQTT broker %s:%s closed the connection %d times on the message to %s (%d bytes), "
+            "sent alone; it is set aside (the broker's log says why: too large? not allowed?)",
+            *self._where(),
+            HANG_UPS,
+            msg.topic,
+            len(msg.payload),
+        )
+        self._done(msg)
+        return True
 
     def _hang_up(self, client: paho.Client) -> None:
         client.disconnect()
@@ -305,7 +381,8 @@ class MqttLink:
     # ---- the queue ------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        while self._ready and self._pending and len(self._inflight) < WINDOW:
+        window = 1 if self._careful else WINDOW
+        while self._ready and self._pending and len(self._inflight) < window:
             msg = self._pending[0]
             info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -338,7 +415,7 @@ class MqttLink:
     def _make_client(self) -> paho.Client:
         s = self.settings
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=protocol,
@@ -346,7 +423,9 @@ class MqttLink:
             # Else paho reconnects by itself, blocking, from inside loop_read.
             reconnect_on_failure=False,
         )
-        client.max_inflight_messages_set(WINDOW)
+        # No limit of paho's own: our queue hands it at most WINDOW. With a limit, paho walks
+        # every message it holds on each PUBACK, looking for one to send next.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         if s.username:
@@ -378,13 +457,16 @@ class MqttLink:
         client.loop_write()
         if self._writes_to(client, sock) and client.want_write():
             self._loop.add_writer(sock, client.loop_write)
+            self._writer = True
 
     def _writes_to(self, client: paho.Client, sock: Any) -> bool:
         return self._watched is client and client.socket() is sock
 
     def _handle_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._watched is client:
+        # paho says so after each write; the loop is asked only when it watches.
+        if self._watched is client and self._writer:
             self._loop.remove_writer(sock)
+            self._writer = False
 
     def _handle_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._unwatch(client, sock)
@@ -415,12 +497,36 @@ class MqttLink:
         msg = self._inflight.pop(mid, None) if client is self._client else None
         if msg is None:
             return
-        self.published += 1
+        if self._careful:
+            self._careful -= 1
+            self._suspect, self._hang_ups = None, 0
+        if reason.is_failure:
+            # Done with all the same: sending it again would be refused again.
+            self._refused(msg, reason)
+        else:
+            self.published += 1
+        self._done(msg)
+
+    def _done(self, msg: Message) -> None:
+        """`msg` needs no more sending: report its receipt, and go on with the queue."""
         if msg.receipt is not None:
             self._receipts.append(msg.receipt)
         if not self._settle_due:
             self._settle_due = True
             self._loop.call_soon(self._settle)
+
+    def _refused(self, msg: Message, reason: ReasonCode) -> None:
+        self.refused += 1
+        now = self._loop.time()
+        if now >= self._refusals_quiet_until:
+            self._refusals_quiet_until = now + REFUSAL_WARNING_EVERY
+            log.warning(
+                "MQTT broker refused the message to %s: %s (%d refused since start; is the bridge allowed "
+                "to publish under its base topic?)",
+                msg.topic,
+                reason,
+                self.refused,
+            )
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._loop.call_soon(self._on_message, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))

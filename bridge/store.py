@@ -222,9 +222,13 @@ def _record(row: Sequence[object]) -> CallRecord:
     )
 
 
+# An upsert, not INSERT OR REPLACE: the row keeps its rowid, so the primary key's index is left
+# alone and a hit's commit writes half the pages (18 against 37 µs a save, bench/README.md).
 _SAVE_DEVICE = (
-    "INSERT OR REPLACE INTO devices (id, mac, name, mac_resolved, first_seen, online, call_updated, phone) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO devices (id, mac, name, mac_resolved, first_seen, online, call_updated, phone) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET mac = excluded.mac, "
+    "name = excluded.name, mac_resolved = excluded.mac_resolved, first_seen = excluded.first_seen, "
+    "online = excluded.online, call_updated = excluded.call_updated, phone = excluded.phone"
 )
 
 

@@ -75,15 +75,22 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT, what: st
 class Mosquitto:
     """A private mosquitto on a free loopback port; it can be stopped and started again."""
 
-    def __init__(self, workdir: Path, persistent: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, persistent: bool = False, acl: str | None = None, extra: str = ""
+    ) -> None:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         workdir.chmod(0o777 if persistent else 0o755)  # mosquitto drops to its own user
         persistence = "persistence false\n"
         if persistent:
             persistence = f"persistence true\npersistence_location {workdir}/\n"
+        access = ""
+        if acl is not None:  # the lines of an ACL file, for anonymous clients
+            (workdir / "acl").write_text(acl)
+            (workdir / "acl").chmod(0o644)
+            access = f"acl_file {workdir / 'acl'}\n"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}{access}{extra}"
             "max_queued_messages 0\nlog_dest stderr\nlog_type error\n"
         )
         self.conf.chmod(0o644)

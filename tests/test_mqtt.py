@@ -1,9 +1,14 @@
 """The MQTT link drives paho from the asyncio loop: no network thread, pings, a clean stop."""
 
 import asyncio
+import logging
 import socket
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from bridge.mqtt import BrokerSettings, Message, MqttLink
 from tests.conftest import TIMEOUT, Mosquitto, Watcher, unique_base
@@ -135,5 +140,156 @@ def test_a_publish_is_on_the_wire_when_it_returns_with_nagle_off(mosquitto: Mosq
 
     try:
         asyncio.run(scenario())
+    finally:
+        watcher.close()
+
+
+async def publish_all(link: MqttLink, messages: list[Message]) -> list[str]:
+    """Publish `messages` two at a time, as a hit does; the receipts reported, once all are back."""
+    receipts: list[str] = []
+    link.on_delivered = receipts.extend
+    link.start()
+    try:
+        await eventually(lambda: link.connected, "the link to connect")
+        for n in range(0, len(messages), 2):
+            assert link.publish(messages[n : n + 2])
+        async with asyncio.timeout(TIMEOUT):
+            await link.flush()
+        await eventually(lambda: len(receipts) == len(messages), "every receipt")
+    finally:
+        link.stop()
+    return receipts
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_every_acknowledgement_is_counted_once_in_order(mosquitto: Mosquitto, protocol: str) -> None:
+    """PUBACKs of both kinds MQTT 5 sends for a delivery (Success, and No matching subscribers for
+    a topic nobody follows) and 3.1.1's plain one: each message is delivered and reported once."""
+    base = unique_base()
+    watcher = Watcher(mosquitto.port, f"{base}/watched/#")
+    messages = [
+        Message(f"{base}/{'watched' if n % 3 else 'unwatched'}/{n}", b"%d" % n, receipt=f"r{n}")
+        for n in range(60)
+    ]
+
+    async def scenario() -> list[str]:
+        will = Message(f"{base}/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings("127.0.0.1", mosquitto.port, f"bridge-{base}", will, 100, protocol=protocol)
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+        receipts = await publish_all(link, messages)
+        assert (link.published, link.refused, link.queue_length) == (60, 0, 0)
+        assert link.protocol == ("5" if protocol == "auto" else "3.1.1")
+        return receipts
+
+    try:
+        assert asyncio.run(scenario()) == [f"r{n}" for n in range(60)]
+        watched = [m.topic for m in messages if "/watched/" in m.topic]
+        for topic in watched:
+            watcher.wait_for(topic)
+        assert [int(m.payload) for t in watched for m in watcher.on(t)] == [
+            int(t.rsplit("/", 1)[1]) for t in watched
+        ]
+    finally:
+        watcher.close()
+
+
+@pytest.fixture
+def guarded_mosquitto() -> Iterator[tuple[Mosquitto, str]]:
+    """A broker whose ACL lets anonymous clients read everything but publish only under <base>/ok."""
+    base = unique_base()
+    with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:  # mosquitto's user reads it
+        Path(workdir).chmod(0o755)
+        broker = Mosquitto(Path(workdir), acl=f"topic read #\ntopic readwrite {base}/ok/#\n")
+        broker.start()
+        yield broker, base
+        broker.stop()
+
+
+def test_messages_the_broker_refuses_are_counted_named_and_the_rest_flows(
+    guarded_mosquitto: tuple[Mosquitto, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MQTT 5 says Not authorized in the PUBACK: that message is done (it would be refused again),
+    counted apart from the delivered ones, and named in one warning, not one per message.
+    mosquitto 2.0 also hangs up after each refusal, with more of the burst unread: what was in
+    flight goes out again one at a time, so every refusal is read and the rest is delivered."""
+    monkeypatch.setattr("bridge.mqtt.RETRY_FIRST", 0.05)  # a reconnect per refusal: keep it short
+    broker, base = guarded_mosquitto
+    watcher = Watcher(broker.port, f"{base}/#")
+    refused = (1, 4)
+    messages = [
+        Message(f"{base}/{'no' if n in refused else 'ok'}/{n}", b"%d" % n, receipt=f"r{n}") for n in range(7)
+    ]
+
+    async def scenario() -> list[str]:
+        will = Message(f"{base}/ok/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings("127.0.0.1", broker.port, f"bridge-{base}", will, 100)
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+        receipts = await publish_all(link, messages)
+        assert (link.published, link.refused, link.queue_length) == (5, 2, 0)
+        return receipts
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge.mqtt"):
+            assert asyncio.run(scenario()) == [f"r{n}" for n in range(7)]
+        refusals = [r.getMessage() for r in caplog.records if "refused the message" in r.getMessage()]
+        assert refusals == [
+            f"MQTT broker refused the message to {base}/no/1: Not authorized (1 refused since "
+            "start; is the bridge allowed to publish under its base topic?)"
+        ]
+        watcher.wait_for(f"{base}/ok/6")  # the last, after every refused one
+        first_arrivals = list(dict.fromkeys(m.topic for m in watcher.messages if "/bridge/" not in m.topic))
+        assert first_arrivals == [f"{base}/ok/{n}" for n in range(7) if n not in refused]
+    finally:
+        watcher.close()
+
+
+@pytest.fixture
+def small_mosquitto() -> Iterator[Mosquitto]:
+    """A broker that hangs up on any packet over 300 bytes."""
+    with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:
+        Path(workdir).chmod(0o755)
+        broker = Mosquitto(Path(workdir), extra="max_packet_size 300\n")
+        broker.start()
+        yield broker
+        broker.stop()
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_a_message_the_broker_hangs_up_on_is_set_aside_and_the_rest_flows(
+    small_mosquitto: Mosquitto,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No answer at all, only a closed connection, each time that message is sent: after HANG_UPS
+    tries alone it is set aside with an error, and the queue behind it is not stuck."""
+    monkeypatch.setattr("bridge.mqtt.RETRY_FIRST", 0.05)
+    base = unique_base()
+    watcher = Watcher(small_mosquitto.port, f"{base}/#")
+    messages = [
+        Message(f"{base}/{n}", b'"%s"' % (b"x" * (1000 if n == 1 else 10)), receipt=f"r{n}") for n in range(4)
+    ]
+
+    async def scenario() -> list[str]:
+        will = Message(f"{base}/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings(
+            "127.0.0.1", small_mosquitto.port, f"bridge-{base}", will, 100, protocol=protocol
+        )
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+        receipts = await publish_all(link, messages)
+        assert (link.published, link.refused, link.queue_length) == (3, 1, 0)
+        return receipts
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="bridge.mqtt"):
+            assert asyncio.run(scenario()) == [f"r{n}" for n in range(4)]
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert f"3 times on the message to {base}/1 (1002 bytes)" in errors[0]
+        watcher.wait_for(f"{base}/3")
+        first_arrivals = list(dict.fromkeys(m.topic for m in watcher.messages if "/bridge/" not in m.topic))
+        assert first_arrivals == [f"{base}/{n}" for n in (0, 2, 3)]
     finally:
         watcher.close()
