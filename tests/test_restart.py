@@ -1,14 +1,17 @@
 """Nothing accepted is lost across restarts: kill -9 mid-call, a broker away while the bridge stops."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from bridge.mqtt import Endpoint
+from bridge.store import FILE_NAME
 from tests.conftest import (
     Mosquitto,
     RunningBridge,
@@ -17,6 +20,7 @@ from tests.conftest import (
     make_config,
     start_bridge,
     unique_base,
+    wait_until,
 )
 from tests.test_run import ROOT, BridgeProcess, environment
 
@@ -148,6 +152,37 @@ def test_call_ended_of_a_killed_bridge_is_rebuilt_from_the_store(
         assert history[0]["call_id"] == "k9@pbx"
     finally:
         watcher.close()
+
+
+def test_call_ended_the_broker_acknowledged_is_not_rebuilt_after_a_kill(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    """Acknowledged receipts are cleared in the store in batches (ANNOUNCED_EVERY): once cleared,
+    a kill -9 does not send that call_ended again."""
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    settings = config(tmp_path, own_mosquitto, base)
+    database = tmp_path / "data" / FILE_NAME
+    try:
+        first = start(tmp_path, settings, processes)
+        for event in ("incomingcall", "callterminated"):
+            ok(first, f"/{event}/yealink?{CALL}")
+        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+        wait_until(lambda: unannounced(database) == 0, what="the receipt cleared in the store")
+        first.proc.kill()
+        first.proc.wait()
+        second = start(tmp_path, settings, processes)
+        ok(second, f"/offhook/yealink?device={MAC}")  # a marker: everything before it has arrived
+        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+        assert kinds.count("call_ended") == 1
+    finally:
+        watcher.close()
+
+
+def unannounced(database: Path) -> int:
+    with closing(sqlite3.connect(database)) as db:
+        return int(db.execute("SELECT count(*) FROM calls WHERE receipt IS NOT NULL").fetchone()[0])
 
 
 @pytest.fixture
