@@ -57,10 +57,11 @@ class Device:
             "configured": self.configured,
         }
 
-    def stored(self) -> StoredDevice:
+    def stored(self, phone: Phone | None = None) -> StoredDevice:
+        """What the store keeps of this phone; with `phone`, as it will be once that is its state."""
         return StoredDevice(
             self.id, self.mac, self.name, self.mac_resolved, self.first_seen, self.online, self.call_updated,
-            self.phone,
+            self.phone if phone is None else phone,
         )  # fmt: skip
 
     def moved_to(self, device_id: str, target: "Device | None") -> "Device":

@@ -384,7 +384,7 @@ class Bridge:
         try:
             if moved_from is not None:
                 store.rename_device(moved_from, device.id)
-            stored = replace(device, phone=step.phone).stored()
+            stored = device.stored(step.phone)
             store.save(stored, step.ended, receipts)
         except sqlite3.Error as err:
             log.error("storage: %s", err)
