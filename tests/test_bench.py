@@ -48,3 +48,24 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
     assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined
     assert report["results"]["relay-2"]["max"]["statuses"]["200"] > 0  # the relay with 2 messages per hit
+
+
+@pytest.mark.timeout(120)
+def test_mqtt_bench_measures_the_link_against_plain_paho(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mqtt_bench.py"), "--messages", "400", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=110,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["paho", "link", "link/paho"]
+    assert [row.split(",")[0] for row in rows] == ["MQTT 5", "MQTT 3.1.1"]
+    for row in rows:
+        paho_us, link_us, ratio = (float(v) for v in row.split()[-3:])
+        assert paho_us > 0
+        assert link_us > 0
+        assert ratio == pytest.approx(link_us / paho_us, abs=0.01)

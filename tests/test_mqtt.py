@@ -6,6 +6,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -144,21 +145,36 @@ def test_a_publish_is_on_the_wire_when_it_returns_with_nagle_off(mosquitto: Mosq
         watcher.close()
 
 
-async def publish_all(link: MqttLink, messages: list[Message]) -> list[str]:
-    """Publish `messages` two at a time, as a hit does; the receipts reported, once all are back."""
-    receipts: list[str] = []
-    link.on_delivered = receipts.extend
-    link.start()
-    try:
-        await eventually(lambda: link.connected, "the link to connect")
-        for n in range(0, len(messages), 2):
-            assert link.publish(messages[n : n + 2])
-        async with asyncio.timeout(TIMEOUT):
-            await link.flush()
-        await eventually(lambda: len(receipts) == len(messages), "every receipt")
-    finally:
-        link.stop()
-    return receipts
+@dataclass(frozen=True)
+class Outcome:
+    receipts: list[str]  # as reported to on_delivered, once every message was answered
+    counts: tuple[int, int, int]  # published, refused, still queued
+    protocol: str
+
+
+def publish_all(port: int, base: str, messages: list[Message], protocol: str = "auto") -> Outcome:
+    """Publish `messages` through a link of its own, two at a time as a hit does, until all are
+    answered (its will goes to <base>/ok/bridge/state)."""
+
+    async def scenario() -> Outcome:
+        will = Message(f"{base}/ok/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings("127.0.0.1", port, f"bridge-{base}", will, 100, protocol=protocol)
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+        receipts: list[str] = []
+        link.on_delivered = receipts.extend
+        link.start()
+        try:
+            await eventually(lambda: link.connected, "the link to connect")
+            for n in range(0, len(messages), 2):
+                assert link.publish(messages[n : n + 2])
+            async with asyncio.timeout(TIMEOUT):
+                await link.flush()
+            await eventually(lambda: len(receipts) == len(messages), "every receipt")
+        finally:
+            link.stop()
+        return Outcome(receipts, (link.published, link.refused, link.queue_length), link.protocol)
+
+    return asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
@@ -172,17 +188,11 @@ def test_every_acknowledgement_is_counted_once_in_order(mosquitto: Mosquitto, pr
         for n in range(60)
     ]
 
-    async def scenario() -> list[str]:
-        will = Message(f"{base}/bridge/state", b"offline", retain=True)
-        settings = BrokerSettings("127.0.0.1", mosquitto.port, f"bridge-{base}", will, 100, protocol=protocol)
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
-        receipts = await publish_all(link, messages)
-        assert (link.published, link.refused, link.queue_length) == (60, 0, 0)
-        assert link.protocol == ("5" if protocol == "auto" else "3.1.1")
-        return receipts
-
     try:
-        assert asyncio.run(scenario()) == [f"r{n}" for n in range(60)]
+        outcome = publish_all(mosquitto.port, base, messages, protocol)
+        assert outcome.receipts == [f"r{n}" for n in range(60)]
+        assert outcome.counts == (60, 0, 0)
+        assert outcome.protocol == ("5" if protocol == "auto" else "3.1.1")
         watched = [m.topic for m in messages if "/watched/" in m.topic]
         for topic in watched:
             watcher.wait_for(topic)
@@ -222,17 +232,11 @@ def test_messages_the_broker_refuses_are_counted_named_and_the_rest_flows(
         Message(f"{base}/{'no' if n in refused else 'ok'}/{n}", b"%d" % n, receipt=f"r{n}") for n in range(7)
     ]
 
-    async def scenario() -> list[str]:
-        will = Message(f"{base}/ok/bridge/state", b"offline", retain=True)
-        settings = BrokerSettings("127.0.0.1", broker.port, f"bridge-{base}", will, 100)
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
-        receipts = await publish_all(link, messages)
-        assert (link.published, link.refused, link.queue_length) == (5, 2, 0)
-        return receipts
-
     try:
         with caplog.at_level(logging.WARNING, logger="bridge.mqtt"):
-            assert asyncio.run(scenario()) == [f"r{n}" for n in range(7)]
+            outcome = publish_all(broker.port, base, messages)
+        assert outcome.receipts == [f"r{n}" for n in range(7)]
+        assert outcome.counts == (5, 2, 0)
         refusals = [r.getMessage() for r in caplog.records if "refused the message" in r.getMessage()]
         assert refusals == [
             f"MQTT broker refused the message to {base}/no/1: Not authorized (1 refused since "
@@ -272,19 +276,11 @@ def test_a_message_the_broker_hangs_up_on_is_set_aside_and_the_rest_flows(
         Message(f"{base}/{n}", b'"%s"' % (b"x" * (1000 if n == 1 else 10)), receipt=f"r{n}") for n in range(4)
     ]
 
-    async def scenario() -> list[str]:
-        will = Message(f"{base}/bridge/state", b"offline", retain=True)
-        settings = BrokerSettings(
-            "127.0.0.1", small_mosquitto.port, f"bridge-{base}", will, 100, protocol=protocol
-        )
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
-        receipts = await publish_all(link, messages)
-        assert (link.published, link.refused, link.queue_length) == (3, 1, 0)
-        return receipts
-
     try:
         with caplog.at_level(logging.ERROR, logger="bridge.mqtt"):
-            assert asyncio.run(scenario()) == [f"r{n}" for n in range(4)]
+            outcome = publish_all(small_mosquitto.port, base, messages, protocol)
+        assert outcome.receipts == [f"r{n}" for n in range(4)]
+        assert outcome.counts == (3, 1, 0)
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert f"3 times on the message to {base}/1 (1002 bytes)" in errors[0]
