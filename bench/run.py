@@ -13,6 +13,7 @@ Each measurement runs against both servers back to back, alternating which goes 
 import argparse
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -55,13 +57,25 @@ class Plan:
     state_budget: float  # seconds of state feed per server, at most
     state_steps: int = 10  # steps of the state feed, at most
     rates: tuple[int, ...] = (200, 1000)
+    restored_phones: int = TARGET_PHONES  # phones of the store a second bridge starts from
 
 
 PLANS = {
-    "full": Plan(1000, max_seconds=6, max_rounds=2, latency_seconds=8, state_step=500, state_budget=80),
-    "quick": Plan(300, max_seconds=3, max_rounds=1, latency_seconds=3, state_step=200, state_budget=20),
-    "tiny": Plan(20, 0.5, 1, latency_seconds=0.4, state_step=10, state_budget=5, state_steps=2),
+    "full": Plan(1000, max_seconds=6, max_rounds=2, latency_seconds=8, state_step=500, state_budget=45),
+    "quick": Plan(
+        300,
+        max_seconds=3,
+        max_rounds=1,
+        latency_seconds=3,
+        state_step=200,
+        state_budget=20,
+        restored_phones=2000,
+    ),
+    "tiny": Plan(
+        20, 0.5, 1, latency_seconds=0.4, state_step=10, state_budget=5, state_steps=2, restored_phones=50
+    ),
 }
+CALLS_PER_PHONE = TARGET_RECORDS // TARGET_PHONES  # missed calls of each phone in the seeded store
 
 
 def free_port() -> int:
@@ -353,6 +367,19 @@ class StatePoint:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Restored:
+    """A second bridge, started on a store seeded with many phones and their calls, after each
+    phone booted (sent its registration hits); the baseline after the same hits."""
+
+    phones: int
+    records: int
+    known_phones: int | None  # as the bridge counts them
+    rss_mb: float
+    statuses: dict[str, int]
+    seed_seconds: float  # building the store (the bridge only)
+
+
 @dataclass
 class Results:
     warm_up_seconds: float = 0.0
@@ -364,6 +391,7 @@ class Results:
     state: list[StatePoint] = field(default_factory=list)
     rss_at_target_mb: float | None = None
     extrapolated: bool = False
+    restored: Restored | None = None
 
 
 @dataclass
@@ -372,6 +400,8 @@ class Bench:
     workdir: Path
     servers: dict[str, Server]
     arrivals: Arrivals
+    broker: int
+    tag: str
     results: dict[str, Results] = field(default_factory=lambda: {n: Results() for n in (*NAMES, FLOOR)})
     turn: int = 0
 
@@ -491,6 +521,84 @@ class Bench:
             self.say(f"  {server.name}: {point}")
         results.rss_at_target_mb, results.extrapolated = extrapolate(results.state)
 
+    def restored(self) -> None:
+        """A bridge started on a store with `restored_phones` phones and 10 missed calls each,
+        then every phone boots (its registration hits: each phone is active in this process); its
+        RSS after that. The baseline gets the same hits."""
+        phones, first = self.plan.restored_phones, FIRST_RESTORED
+        directory = self.workdir / "restored"
+        directory.mkdir()
+        started = time.monotonic()
+        records = seed(directory / "data", phones, first, CALLS_PER_PHONE)
+        seed_seconds = round(time.monotonic() - started, 1)
+        self.say(f"  seeded {phones:,} phones, {records:,} records in {seed_seconds} s")
+        bridge = start_bridge(directory, self.broker, self.tag + "r")
+        try:
+            wait_until(bridge.ready, 120, "the restored bridge to listen and connect to MQTT")
+            for server in (bridge, self.servers["baseline"]):
+                load = drive(
+                    server, directory, "--phones", str(phones), "--first-phone", str(first),
+                    "--calls", "0", "--rate", "0", "--concurrency", "32",
+                )  # fmt: skip
+                wait_until(server.drained, 120, f"the {server.name}'s MQTT queue to drain")
+                known = server.health().get("devices") if server is bridge else None
+                found = Restored(
+                    phones=phones,
+                    records=records,
+                    known_phones=known if isinstance(known, int) else None,
+                    rss_mb=round(server.memory_mb("VmRSS"), 1),
+                    statuses=load.statuses,
+                    seed_seconds=seed_seconds if server is bridge else 0.0,
+                )
+                self.results[server.name].restored = found
+                self.say(f"  {server.name}: {found}")
+        finally:
+            bridge.stop()
+
+
+# Phones of the seeded store: numbers of their own, so that their MACs are new to the other runs.
+FIRST_RESTORED = 500_000
+
+
+def seed(directory: Path, phones: int, first: int, calls: int) -> int:
+    """The store a bridge keeps after `phones` simulated phones had `calls` missed calls each:
+    the simulator's own hits, read by the bridge's own parser and state machine and stored by its
+    store, without HTTP or MQTT (feeding them over HTTP would take minutes). The records stored."""
+    sys.path.insert(0, str(ROOT))
+    from bridge.app import decode_params
+    from bridge.calls import CallRecord, Phone, apply
+    from bridge.events import RawHit, parse_hit
+    from bridge.profiles import profile_for
+    from bridge.sequences import Flavour, Scenario, make_phone, play
+    from bridge.store import Store, StoredDevice
+
+    store = Store(directory)
+    now, step, stored = datetime(2026, 1, 1, tzinfo=UTC), timedelta(seconds=7), 0
+    try:
+        for index in range(first, first + phones):
+            sim = make_phone(index, Flavour.MIXED)
+            rng = random.Random(index)
+            phone = Phone(device=sim.mac, phone_type=sim.phone_type)
+            ended: list[CallRecord] = []
+            first_seen = now
+            for _ in range(calls):
+                for target in play(sim, Scenario.INCOMING_MISSED, rng):
+                    path, _, query = target.partition("?")
+                    _, event_name, type_name = path.split("/")
+                    event = parse_hit(
+                        event_name, type_name, decode_params(query.encode()),
+                        profile=profile_for(type_name), source=sim.ip, raw=RawHit("GET", path, query),
+                    )  # fmt: skip
+                    transition = apply(phone, event, now)
+                    phone, now = transition.phone, now + step
+                    ended += transition.ended
+            device = StoredDevice(sim.mac, sim.mac, "", True, first_seen, True, now, phone)
+            store.save(device, ended)
+            stored += len(ended)
+    finally:
+        store.close()
+    return stored
+
 
 def extrapolate(points: Sequence[StatePoint]) -> tuple[float | None, bool]:
     """RSS at the target; when the feed stopped short, along the least-squares line of its steps."""
@@ -545,6 +653,9 @@ def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
         )  # fmt: skip
         label = f"RSS, {TARGET_PHONES:,} phones / {TARGET_RECORDS:,} records (MB)"
         out.append((label, lambda r: r.rss_at_target_mb))
+    restored = plan.restored_phones
+    label = f"RSS, {restored:,} phones / {restored * CALLS_PER_PHONE:,} records restored (MB)"
+    out.append((label, lambda r: r.restored.rss_mb if r.restored else None))
     return out
 
 
@@ -608,13 +719,14 @@ def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Results]:
             ],
         )
         stack.callback(arrivals.close)
-        bench = Bench(plan, workdir, servers, arrivals)
+        bench = Bench(plan, workdir, servers, arrivals, broker, tag)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("warm-up", bench.warm_up),
             ("max throughput", bench.max_rate),
             *[(f"latency at {r} hits/s", lambda r=r: bench.latency(r)) for r in plan.rates],
             ("peak RSS", bench.peak),
             ("RSS with many phones and call records", bench.state),
+            (f"RSS with {plan.restored_phones:,} phones restored from a store", bench.restored),
         ]
         for label, step in steps:
             say(f"{label} ({time.monotonic() - started:.0f} s)")

@@ -314,6 +314,7 @@ def build_app(
             if log_feed is not None:
                 logging.getLogger().removeHandler(log_feed)
             timers.cancel()
+            bridge.stop_restating()
             if link is not None:
                 bridge.flush_devices()
                 link.publish([bridge.offline_message()], force=True)

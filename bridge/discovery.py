@@ -74,14 +74,14 @@ class Discovery:
         topic, payload = homeassistant.discovery_clear(self.config.discovery_prefix, device_id)
         return Message(topic, payload, retain=True, qos=self.qos)
 
-    def on_status(self, payload: bytes, devices: Callable[[], Iterable[Device]]) -> None:
+    def on_status(self, payload: bytes, republish_all: Callable[[], None]) -> None:
         """HA's birth message: republish after a random delay (every MQTT client answers it)."""
         if payload.strip() != b"online" or not self.config.enabled or self.timer is not None:
             return
 
         def republish() -> None:
             self.timer = None
-            self.publish(self.all(devices()))
+            republish_all()
 
         delay = random.uniform(0, self.delay)
         self.timer = asyncio.get_running_loop().call_later(delay, republish)

@@ -157,6 +157,7 @@ class MqttLink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
+        self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (level, waiter): `drained_to`
         self.on_delivered: Callable[[list[str]], None] | None = None
         self.published = 0  # acknowledged as delivered
         self.refused = 0  # acknowledged with a failure, e.g. Not authorized by the broker's ACL
@@ -212,6 +213,15 @@ class MqttLink:
         if self.queue_length:
             self._empty.clear()
             await self._empty.wait()
+
+    async def drained_to(self, level: int) -> None:
+        """Wait until at most `level` messages are queued or unacknowledged: for whoever has many
+        to publish, a batch at a time, so that they never sit in memory all at once."""
+        if self.queue_length <= level:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append((level, waiter))
+        await waiter
 
     def take_pending(self) -> list[Message]:
         """Everything not yet acknowledged, in order, removed from the queue (to persist it)."""
@@ -406,6 +416,16 @@ class MqttLink:
             self.on_delivered(receipts)
         if not self.queue_length:
             self._empty.set()
+        if self._drain_waiters:
+            waiting = []
+            for level, waiter in self._drain_waiters:
+                if waiter.done():
+                    continue  # cancelled
+                if self.queue_length <= level:
+                    waiter.set_result(None)
+                else:
+                    waiting.append((level, waiter))
+            self._drain_waiters = waiting
 
     def _where(self) -> tuple[str, int]:
         return self.settings.host, self.settings.port

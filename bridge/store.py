@@ -8,6 +8,7 @@ few commits. Small per-hit writes run on the loop thread (tens of microseconds);
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,18 +208,20 @@ def _record(row: Sequence[object]) -> CallRecord:
     started, answered, ended = (from_text(v if isinstance(v, str) else None) for v in row[7:10])
     return CallRecord(
         call_id=call_id,
-        device=device or "",
+        # The values every record of a phone repeats: one string each, not one per record (a
+        # restored history of 100,000 records took 16 MB less).
+        device=sys.intern(device or ""),
         direction=Direction(direction) if direction else None,
         number=number,
         name=name,
-        line=line,
+        line=line if line is None else sys.intern(line),
         started=started or datetime.now(UTC),
         answered=answered,
         ended=ended or datetime.now(UTC),
         ring_seconds=float(row[10]),  # type: ignore[arg-type]
         talk_seconds=float(row[11]),  # type: ignore[arg-type]
         result=CallResult(str(row[12])),
-        name_source=name_source,
+        name_source=name_source if name_source is None else sys.intern(name_source),
     )
 
 

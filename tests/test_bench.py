@@ -35,6 +35,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         "CPU per hit",
         "peak RSS",
         "10,000",
+        "50 phones / 500 records restored",
     )
     for row in rows:
         assert row in table
@@ -47,6 +48,12 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         assert found["peak_rss_mb"] > 0
         assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
     assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined
+    restored = report["results"]["bridge"]["restored"]
+    assert (restored["phones"], restored["records"], restored["known_phones"]) == (50, 500, 50)
+    for name in ("baseline", "bridge"):  # every restored phone booted: its registration hits, all 200
+        statuses = report["results"][name]["restored"]["statuses"]
+        assert list(statuses) == ["200"]
+        assert statuses["200"] >= 50
     assert report["results"]["relay-2"]["max"]["statuses"]["200"] > 0  # the relay with 2 messages per hit
 
 

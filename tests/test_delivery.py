@@ -1,10 +1,10 @@
 """Nothing accepted is lost: broker restarts, a full queue, and what is refused instead."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from bridge.mqtt import Endpoint
+from bridge.mqtt import Endpoint, Message, MqttLink
 from tests.conftest import (
     Mosquitto,
     RunningBridge,
@@ -101,3 +101,55 @@ def test_ring_timeout_ends_a_call_as_missed(mosquitto: Mosquitto, watcher: Watch
         assert call["state"] == "idle"
     finally:
         rb.stop()
+
+
+def test_a_restart_restates_many_phones_a_batch_at_a_time(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every phone's retained topics and discovery are restated on connect, but never all in the
+    queue at once: the restatement waits for the queue to drain between batches of phones."""
+    monkeypatch.setattr("bridge.service.RESTATE_BATCH", 10)
+    monkeypatch.setattr("bridge.service.RESTATE_LOW", 20)
+    base = unique_base()
+    config = make_config(base, mosquitto.url)
+    endpoint = Endpoint("127.0.0.1", mosquitto.port)
+    macs = [f"0015650{n:05x}" for n in range(200)]
+    first = start_bridge(config, endpoint)
+    try:
+        for mac in macs:
+            assert (
+                first.hit(f"/incomingcall/yealink?device={mac}&remote=5551234&callid=c-{mac}").status_code
+                == 200
+            )
+        wait_until(lambda: first.hit("/healthz").json()["queue_length"] == 0, what="the queue to drain")
+    finally:
+        first.stop()
+    longest = [0]
+    publish = MqttLink.publish
+
+    def measured(self: MqttLink, messages: Sequence[Message], *, force: bool = False) -> bool:
+        done = publish(self, messages, force=force)  # the real one: this only notes the queue's length
+        longest[0] = max(longest[0], self.queue_length)
+        return done
+
+    monkeypatch.setattr(MqttLink, "publish", measured)
+    # What the first bridge left retained arrives with the retain flag; the restatement without.
+    watcher = Watcher(mosquitto.port, f"{base}/+/call")
+    discovery = Watcher(mosquitto.port, "homeassistant/device/+/config")
+    wanted = {f"homeassistant/device/amego_{mac}/config" for mac in macs} | {
+        f"{base}/{mac}/call" for mac in macs
+    }
+
+    def restated() -> set[str]:
+        return {m.topic for m in [*watcher.messages, *discovery.messages] if not m.retain} & wanted
+
+    second = start_bridge(config, endpoint)
+    try:
+        wait_until(lambda: restated() == wanted, what="every phone's call and discovery restated")
+        assert {m.json()["state"] for m in watcher.messages if not m.retain} == {"ringing"}
+        # 200 phones are about 1,000 messages; a batch is 10 phones, started at 20 waiting at most
+        assert 0 < longest[0] <= 20 + 10 * 5 + 3
+    finally:
+        second.stop()
+        watcher.close()
+        discovery.close()

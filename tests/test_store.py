@@ -88,6 +88,18 @@ def test_call_log_queries_newest_first_with_filters(tmp_path: Path) -> None:
     assert store.count_calls() == 11
 
 
+def test_restored_records_share_the_values_every_record_of_a_phone_repeats(tmp_path: Path) -> None:
+    """10,000 phones with 10 records each are restored at start: one string for a phone's id, line
+    and name source, not one per record."""
+    store = Store(tmp_path)
+    store.save(None, [record("001565aabbcc", m) for m in range(10)])
+    history = Store(tmp_path).calls(CallQuery(device="001565aabbcc", limit=20))  # as the restore reads them
+    assert len(history) == 10
+    for value in ("device", "line", "name_source"):
+        assert len({id(getattr(r, value)) for r in history}) == 1, value
+    assert [r.call_id for r in history] == [f"c{m}" for m in reversed(range(10))]
+
+
 def test_retention_prunes_old_records(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save(None, [record("a", m) for m in range(0, 100, 10)])
