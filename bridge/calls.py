@@ -3,6 +3,7 @@
 Pure: time is always the `now` argument (timezone-aware UTC); no clock, no I/O.
 """
 
+import functools
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -426,19 +427,26 @@ def apply(phone: Phone, event: PhoneEvent, now: datetime) -> Transition:
 
 def expire(phone: Phone, now: datetime, ring_timeout: float, stale_timeout: float) -> Transition:
     """Ends calls with no news for too long; when none has, the same Phone object is returned."""
-    ring, stale = timedelta(seconds=ring_timeout), timedelta(seconds=stale_timeout)
-    limits = {
-        CallState.RINGING: (ring, CallResult.MISSED),
-        CallState.DIALING: (ring, CallResult.UNKNOWN),
-        CallState.TALKING: (stale, CallResult.UNKNOWN),
-        CallState.HELD: (stale, CallResult.UNKNOWN),
-    }
+    limits = _limits(ring_timeout, stale_timeout)
     endings = []
     for call in phone.calls:
         limit, result = limits[call.state]
         if now - call.updated > limit:
             endings.append((call, result))
     return end(phone, endings, now)
+
+
+@functools.cache
+def _limits(ring_timeout: float, stale_timeout: float) -> dict[CallState, tuple[timedelta, CallResult]]:
+    """How long a call may go without news in each state, and how it ends then (the tick asks for
+    every phone with a call, every second)."""
+    ring, stale = timedelta(seconds=ring_timeout), timedelta(seconds=stale_timeout)
+    return {
+        CallState.RINGING: (ring, CallResult.MISSED),
+        CallState.DIALING: (ring, CallResult.UNKNOWN),
+        CallState.TALKING: (stale, CallResult.UNKNOWN),
+        CallState.HELD: (stale, CallResult.UNKNOWN),
+    }
 
 
 def end_all(phone: Phone, now: datetime, result: CallResult = CallResult.UNKNOWN) -> Transition:

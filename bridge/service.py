@@ -436,11 +436,13 @@ class Bridge:
         now = self.clock()
         calls = self.config.calls
         silence = timedelta(seconds=self.config.devices.offline_after)
+        # No call has been quiet this long yet: most phones of a busy site, on most ticks.
+        patience = timedelta(seconds=min(calls.ring_timeout, calls.stale_timeout))
         for device in list(self.devices.values()):
             heard = self.heard.get(device.id, device.phone.last_seen)
             if silence and device.online and heard is not None and now - heard > silence:
                 self.set_online(device, False, f"nothing heard for {self.config.devices.offline_after:g} s")
-            if not device.phone.calls:
+            if all(now - call.updated <= patience for call in device.phone.calls):
                 continue
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
             if step.phone is device.phone:
