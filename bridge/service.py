@@ -46,6 +46,7 @@ ANNOUNCED_EVERY = 1.0
 # RESTATE_BATCH phones at a time, each batch once the MQTT queue is down to RESTATE_LOW: built all
 # at once for 10,000 phones, the 50,000 messages took 280 MB, and their queue refused hits.
 RESTATE_BATCH = 50
+OFFLINE_LINES = 10  # phones gone offline in one tick that get a log line each; beyond, one line for all
 RESTATE_LOW = 200
 CLEAN_STOP = "clean_stop"
 # `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
@@ -438,10 +439,23 @@ class Bridge:
         silence = timedelta(seconds=self.config.devices.offline_after)
         # No call has been quiet this long yet: most phones of a busy site, on most ticks.
         patience = timedelta(seconds=min(calls.ring_timeout, calls.stale_timeout))
+        why = f"nothing heard for {self.config.devices.offline_after:g} s"
+        silent = [
+            device
+            for device in self.devices.values()
+            if silence
+            and device.online
+            and (heard := self.heard.get(device.id, device.phone.last_seen)) is not None
+            and now - heard > silence
+        ]
+        # After a long stop, every phone at once: one line, not one per phone.
+        quiet = len(silent) > OFFLINE_LINES
+        if quiet:
+            shown = ", ".join(device.id for device in silent[:OFFLINE_LINES])
+            log.info("%d phones are offline: %s (%s, …)", len(silent), why, shown)
+        for device in silent:
+            self.set_online(device, False, why, quiet=quiet)
         for device in list(self.devices.values()):
-            heard = self.heard.get(device.id, device.phone.last_seen)
-            if silence and device.online and heard is not None and now - heard > silence:
-                self.set_online(device, False, f"nothing heard for {self.config.devices.offline_after:g} s")
             if all(now - call.updated <= patience for call in device.phone.calls):
                 continue
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
@@ -529,9 +543,12 @@ class Bridge:
         self.publish_forced(messages)
         self._commit(device, step, now, online=False)
 
-    def set_online(self, device: Device, online: bool, why: str) -> None:
+    def set_online(self, device: Device, online: bool, why: str, *, quiet: bool = False) -> None:
         device.online = online
-        log.info("phone %s is %s: %s", device.id, "online" if online else "offline", why)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "phone %s is %s: %s", device.id, "online" if online else "offline", why,
+        )  # fmt: skip
         self.publish_forced([self.out.availability(device.id, online)])
         if self.store is not None:
             self.save(device)

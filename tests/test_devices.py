@@ -1,14 +1,27 @@
 """The device registry over MQTT: configured and learned phones, rename, remove, addresses."""
 
 import json
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from bridge.mqtt import Endpoint
-from tests.conftest import TIMEOUT, Mosquitto, RunningBridge, Watcher, make_config, start_bridge, wait_until
+from bridge.service import Bridge
+from tests.conftest import (
+    TIMEOUT,
+    Mosquitto,
+    RunningBridge,
+    Watcher,
+    make_config,
+    start_bridge,
+    unique_base,
+    wait_until,
+)
 
 MAC = "001565aabbcc"
 LEAVES = ("availability", "status", "call", "history")
@@ -125,3 +138,33 @@ def test_configured_phone_is_known_by_its_address(
         assert "ip-127-0-0-3" in response.text
     finally:
         rb.stop()
+
+
+@pytest.mark.parametrize("phones", [3, 12])
+def test_silent_phones_go_offline_with_one_log_line_when_many_do(
+    caplog: pytest.LogCaptureFixture, phones: int
+) -> None:
+    """`devices.offline_after`: a phone silent that long goes offline at the next tick. After a
+    long stop every phone does, in the same tick: past 10, one line says so, not one per phone."""
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    now = [start]
+    config = make_config(unique_base(), "mqtt://127.0.0.1:1", {"devices": {"offline_after": 60}})
+    bridge = Bridge(config, clock=lambda: now[0])  # no broker: what is published goes nowhere
+    macs = [f"0015650000{n:02x}" for n in range(phones)]
+    for mac in macs:
+        device = bridge.registry.new(mac, "yealink", True, start)
+        device.phone = replace(device.phone, last_seen=start)
+        device.online = True
+        bridge.registry.devices[mac] = device
+    bridge.tick()
+    assert all(bridge.devices[mac].online for mac in macs)
+    now[0] = start + timedelta(seconds=61)
+    with caplog.at_level(logging.INFO, logger="bridge.service"):
+        bridge.tick()
+    assert not any(bridge.devices[mac].online for mac in macs)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    if phones > 10:
+        assert len(lines) == 1
+        assert lines[0].startswith(f"{phones} phones are offline: nothing heard for 60 s (0015650000")
+    else:
+        assert sorted(lines) == [f"phone {mac} is offline: nothing heard for 60 s" for mac in macs]
