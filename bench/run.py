@@ -319,6 +319,8 @@ class Load:
 def drive(server: Server, workdir: Path, *args: str) -> Load:
     """One run of the simulator against a server, in a process of its own."""
     cmd = [sys.executable, "-m", "bridge", "simulate", "--server", f"127.0.0.1:{server.port}", "--json"]
+    if "--duration" in args:  # calls cut short would stay open on the bridge into the next phase
+        cmd.append("--finish")
     before_cpu = server.stat_cpu()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([*cmd, *args], cwd=workdir, env=clean_env(), capture_output=True, text=True)

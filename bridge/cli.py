@@ -115,6 +115,9 @@ def add_simulate(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument("--duration", type=float, metavar="S", help="stop sending after S seconds")
     cmd.add_argument(
+        "--finish", action="store_true", help="with --duration: calls under way then play to their end"
+    )
+    cmd.add_argument(
         "--calls", type=int, metavar="N", help="play N scenarios, then stop (default 10 without --duration)"
     )
     cmd.add_argument("--seed", type=int, default=0, help="same seed, same phones and calls (default 0)")
@@ -357,6 +360,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         phones=args.phones,
         rate=args.rate,
         duration=args.duration,
+        finish=args.finish,
         calls=args.calls if args.calls is not None or args.duration is not None else 10,
         seed=args.seed,
         flavour=Flavour(args.type),

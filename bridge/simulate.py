@@ -68,7 +68,8 @@ class Options:
     port: int
     phones: int = 1
     rate: float = 5.0  # hits per second from all phones together; 0: as fast as answers come
-    duration: float | None = None  # seconds, after which no hit is sent
+    duration: float | None = None  # seconds, after which no hit is sent (no call starts, with `finish`)
+    finish: bool = False  # at the end of `duration`, calls under way are played to their end
     calls: int | None = None  # scenarios to play (boot registrations not counted)
     seed: int = 0
     flavour: Flavour = Flavour.MIXED
@@ -164,12 +165,15 @@ class Simulation:
         self.results: Counter[str] = Counter()
         self.broken = 0
         self.late = 0
+        self.closing = False  # past the duration with `finish`: no new scenario starts
 
     def next_target(self, run: PhoneRun) -> str | None:
         """The phone's next hit; a new scenario when the last is done; None when it has finished."""
         if not run.plan:
             if run.scenario is not None:
                 self.finish(run)
+            if self.closing:
+                return None
             if not run.booted and Scenario.REGISTRATION in self.options.scenarios:
                 scenario = Scenario.REGISTRATION
             else:
@@ -234,6 +238,8 @@ class Simulation:
         due = start
         while True:
             now = loop.time()
+            if now >= deadline and opts.finish:
+                self.closing, deadline = True, float("inf")
             if now >= deadline or (not ready and not busy):
                 break
             if not ready or busy >= most:

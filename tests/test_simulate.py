@@ -98,6 +98,20 @@ def test_the_rate_bounds_the_hits_sent(running: RunningBridge) -> None:
     assert summary.statuses == {"200": summary.hits}
 
 
+def test_finish_plays_the_calls_under_way_to_their_end(running: RunningBridge) -> None:
+    """With `finish`, the duration stops new calls only: the bridge is left with none open (the
+    benchmark's later phases would otherwise carry the calls its earlier ones cut short)."""
+    options = Options("127.0.0.1", running.port, phones=30, rate=0, duration=0.3, finish=True)
+    summary = simulate(options)
+    assert summary.statuses == {"200": summary.hits}
+    assert summary.broken == 0
+    phones = [d.phone for d in running.bridge.devices.values() if d.id.startswith("02")]
+    assert len(phones) == 30
+    assert [p.device for p in phones if p.calls] == []
+    played = sum(n for s, n in summary.scenarios.items() if s != "registration")
+    assert played > 30  # calls went on past the boot registrations
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bridge", "simulate", *args],
