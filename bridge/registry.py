@@ -57,10 +57,18 @@ class Device:
             "configured": self.configured,
         }
 
-    def stored(self, phone: Phone | None = None) -> StoredDevice:
-        """What the store keeps of this phone; with `phone`, as it will be once that is its state."""
+    def stored(
+        self,
+        phone: Phone | None = None,
+        online: bool | None = None,
+        call_updated: datetime | None = None,
+    ) -> StoredDevice:
+        """What the store keeps of this phone; with the arguments, as it will be once they are its
+        state."""
         return StoredDevice(
-            self.id, self.mac, self.name, self.mac_resolved, self.first_seen, self.online, self.call_updated,
+            self.id, self.mac, self.name, self.mac_resolved, self.first_seen,
+            self.online if online is None else online,
+            self.call_updated if call_updated is None else call_updated,
             self.phone if phone is None else phone,
         )  # fmt: skip
 

@@ -279,7 +279,9 @@ class Bridge:
         registry_changed = (
             joined or old is not None or registry_view(device.phone) != registry_view(step.phone)
         )
-        self._store(device, step, now, receipts, moved_from=old.id if old else None, force=joined)
+        self._store(
+            device, step, now, receipts, moved_from=old.id if old else None, force=joined, online=known
+        )
         link.publish(messages)
         if joined:
             log.info("new phone %s (%s) from %s", device_id, event.phone_type, event.source)
@@ -374,9 +376,11 @@ class Bridge:
         receipts: Sequence[str | None],
         moved_from: str | None = None,
         force: bool = False,
+        online: bool = False,
     ) -> None:
         """Write what a step changed, before it is published: a hit answered 200 survives a kill.
-        Only last_seen changing is written at most once a minute."""
+        Only last_seen changing is written at most once a minute. What is written is the device
+        as `_commit` will leave it (`online`: as for `_commit`)."""
         store = self.store
         if store is None:
             return
@@ -391,7 +395,7 @@ class Bridge:
         try:
             if moved_from is not None:
                 store.rename_device(moved_from, device.id)
-            stored = device.stored(step.phone)
+            stored = device.stored(step.phone, *self._settled(device, step, now, online))
             store.save(stored, step.ended, receipts)
         except sqlite3.Error as err:
             log.error("storage: %s", err)
@@ -403,17 +407,21 @@ class Bridge:
             self.store.save(device.stored())
 
     def _commit(self, device: Device, step: Transition, now: datetime, online: bool) -> None:
-        old = device.phone
         if self._status_due(device, step.phone, now):
             device.status_published = now
-        if call_changed(old, step.phone) or (device.call_updated is None and online):
-            device.call_updated = now
+        device.online, device.call_updated = self._settled(device, step, now, online)
         device.history.extendleft(step.ended)
-        if online:
-            device.online = True
         device.phone = step.phone
         if self.listeners:
             self.notify(DeviceChanged(device.id, step.ended))
+
+    def _settled(
+        self, device: Device, step: Transition, now: datetime, online: bool
+    ) -> tuple[bool | None, datetime | None]:
+        """The device's `online` and `call_updated` once `step` is committed (`online`: the step
+        comes from the phone itself, so it is there)."""
+        changed = call_changed(device.phone, step.phone) or (device.call_updated is None and online)
+        return (True if online else device.online), (now if changed else device.call_updated)
 
     def _status_due(self, device: Device, new: Phone, now: datetime) -> bool:
         old = device.phone

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.mqtt import Endpoint
-from bridge.store import FILE_NAME
+from bridge.store import FILE_NAME, to_text
 from tests.conftest import (
     Mosquitto,
     RunningBridge,
@@ -230,3 +230,23 @@ def test_calls_command_without_a_store_says_so(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no call log" in done.stderr
+
+
+def test_a_phone_heard_once_is_stored_online_with_its_call(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """What a restart restates comes from the store: a phone's first hit must leave it there as
+    the bridge then shows it (online, its call's time), not as it was just before."""
+    base = unique_base()
+    settings = make_config(base, mosquitto.url)
+    rb = start_bridge(settings, Endpoint("127.0.0.1", mosquitto.port))
+    try:
+        ok_response = rb.hit(f"/incomingcall/yealink?{CALL}")
+        assert ok_response.status_code == 200
+        shown = rb.bridge.devices[MAC]
+        assert (shown.online, shown.call_updated is not None) == (True, True)
+        with closing(sqlite3.connect(Path(settings.storage.dir) / FILE_NAME)) as db:
+            online, call_updated = db.execute(
+                "SELECT online, call_updated FROM devices WHERE id = ?", (MAC,)
+            ).fetchone()
+        assert (online, call_updated) == (1, to_text(shown.call_updated))
+    finally:
+        rb.stop()
