@@ -35,6 +35,16 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree's bridge, as its servers get
+
+from bridge.app import decode_params
+from bridge.calls import CallRecord, Phone, apply
+from bridge.events import RawHit, parse_hit
+from bridge.mqtt import broker_answers
+from bridge.profiles import profile_for
+from bridge.sequences import Flavour, Scenario, make_phone, play
+from bridge.store import Store, StoredDevice
+
 STDOUT = subprocess.STDOUT
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -93,14 +103,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 # ---- processes ----------------------------------------------------------------------------------
 
 
@@ -116,7 +118,7 @@ def mosquitto(workdir: Path) -> Iterator[int]:
     conf.chmod(0o644)
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: accepts(port), 10, f"mosquitto on port {port}")
+        wait_until(lambda: broker_answers("127.0.0.1", port, 0.2), 10, f"mosquitto on port {port}")
         yield port
     finally:
         proc.terminate()
@@ -566,14 +568,6 @@ def seed(directory: Path, phones: int, first: int, calls: int) -> int:
     """The store a bridge keeps after `phones` simulated phones had `calls` missed calls each:
     the simulator's own hits, read by the bridge's own parser and state machine and stored by its
     store, without HTTP or MQTT (feeding them over HTTP would take minutes). The records stored."""
-    sys.path.insert(0, str(ROOT))
-    from bridge.app import decode_params
-    from bridge.calls import CallRecord, Phone, apply
-    from bridge.events import RawHit, parse_hit
-    from bridge.profiles import profile_for
-    from bridge.sequences import Flavour, Scenario, make_phone, play
-    from bridge.store import Store, StoredDevice
-
     store = Store(directory)
     now, step, stored = datetime(2026, 1, 1, tzinfo=UTC), timedelta(seconds=7), 0
     try:

@@ -61,7 +61,7 @@ class LinkCollector(Collector):
         )
         yield CounterMetricFamily(
             f"{PREFIX}_mqtt_messages_refused",
-            "MQTT messages the broker acknowledged with a failure (MQTT 5), e.g. not authorized",
+            "MQTT messages not sent again: refused by the broker (MQTT 5), or hung up on 3 times",
             value=link.refused if link is not None else 0,
         )
 

@@ -159,8 +159,5 @@ class Registry:
             return None
         return old
 
-    def seen(self) -> list[Device]:
-        return [d for d in self.devices.values() if d.first_seen is not None]
-
     def entries(self) -> list[dict[str, object]]:
         return [d.entry() for d in self.devices.values()]

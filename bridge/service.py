@@ -46,8 +46,8 @@ ANNOUNCED_EVERY = 1.0
 # RESTATE_BATCH phones at a time, each batch once the MQTT queue is down to RESTATE_LOW: built all
 # at once for 10,000 phones, the 50,000 messages took 280 MB, and their queue refused hits.
 RESTATE_BATCH = 50
-OFFLINE_LINES = 10  # phones gone offline in one tick that get a log line each; beyond, one line for all
 RESTATE_LOW = 200
+OFFLINE_LINES = 10  # phones gone offline in one tick that get a log line each; beyond, one line for all
 CLEAN_STOP = "clean_stop"
 # `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
 # so a thousand phones joining cost a few lists, not a thousand.

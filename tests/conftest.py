@@ -2,6 +2,7 @@
 
 import asyncio
 import atexit
+import contextlib
 import json
 import shutil
 import socket
@@ -24,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.app import build_app
 from bridge.broker import EmbeddedBroker
 from bridge.config import Config, parse_config
-from bridge.mqtt import Endpoint
+from bridge.mqtt import Endpoint, broker_answers
 from bridge.service import Bridge
 from tests.phone_standin import StandIn
 
@@ -44,11 +45,7 @@ def free_port() -> int:
 
 def accepts(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    return broker_answers("127.0.0.1", port, timeout=0.2)
 
 
 class Killable(Protocol):
@@ -169,18 +166,29 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-@pytest.fixture
-def own_mosquitto() -> Iterator[Mosquitto]:
-    """A broker of this test's own, for tests that stop it; it keeps sessions across restarts."""
-    # Not under tmp_path: pytest's base directory is 0700, so mosquitto (its own user) could
-    # not save its sessions there, and a watcher away during a restart would lose messages.
+@contextlib.contextmanager
+def private_mosquitto(**options: Any) -> Iterator[Mosquitto]:
+    """A started broker of a test's own, with `Mosquitto`'s options (persistent, acl, extra).
+
+    Not under tmp_path: pytest's base directory is 0700, so mosquitto (its own user) could not
+    read an ACL file there, nor save its sessions."""
     with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:
         Path(workdir).chmod(0o755)
         (Path(workdir) / "broker").mkdir()
-        broker = Mosquitto(Path(workdir) / "broker", persistent=True)
+        broker = Mosquitto(Path(workdir) / "broker", **options)
         broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+
+@pytest.fixture
+def own_mosquitto() -> Iterator[Mosquitto]:
+    """A broker of this test's own, for tests that stop it; it keeps sessions across restarts, so a
+    watcher away during a restart loses nothing."""
+    with private_mosquitto(persistent=True) as broker:
         yield broker
-        broker.stop()
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@
 import asyncio
 import logging
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from bridge.mqtt import BrokerSettings, Message, MqttLink
-from tests.conftest import TIMEOUT, Mosquitto, Watcher, unique_base
+from tests.conftest import TIMEOUT, Mosquitto, Watcher, private_mosquitto, unique_base
 
 PINGREQ = b"\xc0\x00"
 
@@ -207,12 +205,8 @@ def test_every_acknowledgement_is_counted_once_in_order(mosquitto: Mosquitto, pr
 def guarded_mosquitto() -> Iterator[tuple[Mosquitto, str]]:
     """A broker whose ACL lets anonymous clients read everything but publish only under <base>/ok."""
     base = unique_base()
-    with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:  # mosquitto's user reads it
-        Path(workdir).chmod(0o755)
-        broker = Mosquitto(Path(workdir), acl=f"topic read #\ntopic readwrite {base}/ok/#\n")
-        broker.start()
+    with private_mosquitto(acl=f"topic read #\ntopic readwrite {base}/ok/#\n") as broker:
         yield broker, base
-        broker.stop()
 
 
 def test_messages_the_broker_refuses_are_counted_named_and_the_rest_flows(
@@ -252,12 +246,8 @@ def test_messages_the_broker_refuses_are_counted_named_and_the_rest_flows(
 @pytest.fixture
 def small_mosquitto() -> Iterator[Mosquitto]:
     """A broker that hangs up on any packet over 300 bytes."""
-    with tempfile.TemporaryDirectory(prefix="amego-mosquitto-") as workdir:
-        Path(workdir).chmod(0o755)
-        broker = Mosquitto(Path(workdir), extra="max_packet_size 300\n")
-        broker.start()
+    with private_mosquitto(extra="max_packet_size 300\n") as broker:
         yield broker
-        broker.stop()
 
 
 @pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
