@@ -123,6 +123,8 @@ class BadHit(ValueError):
 
 _UNSUBSTITUTED = re.compile(r"^(\$\$[A-Za-z0-9_]+\$\$|\$[A-Za-z_][A-Za-z0-9_.\-]*(\([^)]*\))?)$")
 _HEX12 = re.compile(r"^[0-9a-f]{12}$")
+_WORD = re.compile(r"[A-Za-z0-9_.\-]+")
+_MAC_SEPARATORS = re.compile(r"[:\-. ]")
 _NAME_ADDR = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^>]*)>')
 
 
@@ -131,7 +133,7 @@ def present(value: str | None) -> str | None:
     if value is None:
         return None
     value = value.strip()
-    if not value or _UNSUBSTITUTED.match(value):
+    if not value or (value[0] == "$" and _UNSUBSTITUTED.match(value)):
         return None
     return value
 
@@ -140,7 +142,7 @@ def parse_mac(value: str | None) -> str | None:
     """A MAC in any common spelling as 12 lowercase hex digits; None when it is not one."""
     if value is None:
         return None
-    digits = re.sub(r"[:\-. ]", "", value.strip().lower())
+    digits = _MAC_SEPARATORS.sub("", value.strip().lower())
     if not _HEX12.match(digits) or digits in ("000000000000", "ffffffffffff"):
         return None
     return digits
@@ -204,7 +206,8 @@ def canonical_params(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Split a hit's parameters into known ones (by canonical name) and the rest (`extra`).
 
-    The first value present wins; a name that is empty (Phone Amego's `?&device=`) is skipped.
+    The first value present wins, kept as `present` gives it; a name that is empty (Phone Amego's
+    `?&device=`) is skipped.
     """
     known: dict[str, str] = {}
     extra: dict[str, str] = {}
@@ -218,8 +221,10 @@ def canonical_params(
         if canonical is None:
             extra.setdefault(name, value)
             continue
-        if canonical not in known and present(value) is not None:
-            known[canonical] = value
+        if canonical not in known:
+            kept = present(value)
+            if kept is not None:
+                known[canonical] = kept
     return known, extra
 
 
@@ -232,14 +237,16 @@ def parse_hit(
     source: str | None,
     raw: RawHit,
 ) -> PhoneEvent:
-    if not event or len(event) > 64 or not re.fullmatch(r"[A-Za-z0-9_.\-]+", event):
+    if not event or len(event) > 64 or not _WORD.fullmatch(event):
         raise BadHit(f"event name {event[:64]!r} is not a word")
     event_type, kind = normalise_event(event, profile)
     known, extra = canonical_params(params, profile)
-    local, local_addr_name = parse_party(present(known.get("local")))
-    number, remote_addr_name = parse_party(present(known.get("remote")))
-    name = present(known.get("displayremote")) or remote_addr_name
-    line = present(known.get("line"))
+    get = known.get  # every value is present (or None): `canonical_params` kept only those
+    local_raw, remote_raw = get("local"), get("remote")
+    local, local_addr_name = parse_party(local_raw)
+    number, remote_addr_name = parse_party(remote_raw)
+    name = get("displayremote") or remote_addr_name
+    line = get("line")
     if line is not None:
         line = parse_party(line)[0]
     return PhoneEvent(
@@ -247,19 +254,19 @@ def parse_hit(
         kind=kind,
         phone_type=phone_type,
         source=source,
-        mac=parse_mac(present(known.get("device"))),
-        ip=present(known.get("ip")),
-        model=present(known.get("model")),
-        firmware=present(known.get("firmware")),
+        mac=parse_mac(get("device")),
+        ip=get("ip"),
+        model=get("model"),
+        firmware=get("firmware"),
         local=local,
-        local_raw=present(known.get("local")),
-        local_name=present(known.get("displaylocal")) or local_addr_name,
+        local_raw=local_raw,
+        local_name=get("displaylocal") or local_addr_name,
         number=number,
-        remote_raw=present(known.get("remote")),
+        remote_raw=remote_raw,
         name=name,
         name_source="phone" if name else None,
         line=line or local,
-        call_id=present(known.get("callid")),
+        call_id=get("callid"),
         extra=extra,
         raw=raw,
     )

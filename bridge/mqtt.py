@@ -13,11 +13,12 @@ through its bookkeeping, so they only note what happened; the service's callback
 (`on_connected`, `on_message`, `on_delivered`) and the next publishes run just after, through
 `call_soon`.
 
-Delivery: messages wait in our own bounded queue and are handed to paho a window at a time,
-only while connected. paho keeps QoS 1 messages it was given until they are acknowledged and
-would resend them *after* anything published during the reconnect, breaking order; so whenever
-the socket closes we take back what is unacknowledged (`drop_out_messages`) and put it at the
-front of our queue. Order is kept, and a message is at worst sent twice (at-least-once).
+Delivery: messages wait in our own bounded queue and go out a window at a time, only while
+connected. QoS 1 messages (the default) are encoded by `_Client.send_qos1` and acknowledged
+straight to us; others go through paho's `publish`. paho would resend what it holds *after*
+anything published during a reconnect, breaking order; so whenever the socket closes we take back
+what is unacknowledged (ours, and paho's through `drop_out_messages`) and put it at the front of
+our queue. Order is kept, and a message is at worst sent twice (at-least-once).
 
 A broker may hang up because of one message: mosquitto 2.0 does after each it refuses under its
 ACL (eclipse-mosquitto/mosquitto#2579), and brokers close the connection on a packet over their
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -97,28 +99,79 @@ class BrokerSettings:
 # identifier: 0 Success, 16 No matching subscribers. A PUBACK without one is Success.
 _DELIVERED = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0, 16)}
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_PUBLISH = 0x30
+
+
+def publish_packet(topic: bytes, payload: bytes, retain: bool, mid: int, v5: bool) -> bytes:
+    """A QoS 1 PUBLISH packet (MQTT 3.1.1 §3.3, MQTT 5 §3.3 with no properties)."""
+    variable = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + (b"\0" if v5 else b"")
+    remaining = len(variable) + len(payload)
+    header = bytearray((_PUBLISH | 2 | retain,))
+    while True:  # the remaining length, 7 bits a byte, least significant first
+        remaining, digit = divmod(remaining, 128)
+        header.append(digit | 0x80 if remaining else digit)
+        if not remaining:
+            break
+    return bytes(header) + variable + payload
 
 
 class _Client(paho.Client):
-    """paho's client, reading the everyday PUBACK in a few steps.
+    """paho's client, with the everyday QoS 1 message sent and acknowledged in a few steps.
 
-    paho decodes every PUBACK into fresh `ReasonCode` and `Properties` objects (each copies a
-    table of names): a quarter of a QoS 1 publish's cost (bench/README.md, "Known costs"). A
-    PUBACK of 2 bytes, or of 3 whose reason code says delivered, carries nothing more, so it is
-    answered with shared objects, which only our own `on_publish` sees. Every other PUBACK (a
-    failure code, properties, PUBCOMP) takes paho's own path. paho is pinned in pyproject.toml,
-    and tests/test_mqtt.py covers both paths, with each protocol version.
+    For each message `publish` builds an `MQTTMessage`, an `MQTTMessageInfo` with its own lock and
+    condition, and a packet that goes out in a `send` of its own; for each PUBACK it builds fresh
+    `ReasonCode` and `Properties` objects (each copies a table of names). Together that was about a
+    fifth of a hit's CPU (bench/README.md, "Known costs"). `MqttLink` keeps its own record of what
+    is in flight and sends again after a reconnect itself, so paho's is not needed for these:
+
+    - `send_qos1` encodes a batch of QoS 1 PUBLISH packets and queues them on paho's output as one
+      write, behind anything paho has queued (order holds), with packet ids from paho's counter.
+    - A PUBACK for one of them goes straight to `on_publish`: a 2-byte PUBACK, or one of 3 whose
+      reason code says delivered, with shared objects; any other through paho's own decoder.
+      PUBACKs of what paho sent itself, and PUBCOMPs, take paho's own path.
+
+    paho is pinned in pyproject.toml; tests/test_mqtt.py covers both protocol versions, refusals
+    and reconnects.
     """
+
+    ours: "OrderedDict[int, Message]"  # the link's messages in flight, by packet id
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's, reading as many packets as are due: paho counts only the messages it tracks
+        itself, and would read one PUBACK of ours per call."""
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        for _ in range(max(1, len(self.ours) + len(self._out_messages) + len(self._in_messages))):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def send_qos1(self, messages: Sequence[tuple[int, "Message"]], v5: bool) -> None:
+        data = b"".join(publish_packet(m.topic.encode(), m.payload, m.retain, mid, v5) for mid, m in messages)
+        self._packet_queue(_PUBLISH | 2, data, 0, 1)
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
         size = len(packet)
-        if cmd == "PUBACK" and (size == 2 or (size == 3 and packet[2] in _DELIVERED)):
+        if cmd == "PUBACK" and size >= 2:
             mid = packet[0] << 8 | packet[1]
             with self._out_message_mutex:
-                if mid in self._out_messages:
-                    return self._do_on_publish(mid, _DELIVERED[packet[2] if size == 3 else 0], _NO_PROPERTIES)
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
+                theirs = mid in self._out_messages
+            if not theirs:
+                if size == 2 or (size == 3 and packet[2] in _DELIVERED):
+                    reason, properties = _DELIVERED[packet[2] if size == 3 else 0], _NO_PROPERTIES
+                else:
+                    decoded = paho_packet.decode_puback(self._in_packet["command"], packet, self._protocol)
+                    reason, properties = decoded.reason, decoded.properties
+                on_publish = self.on_publish
+                if on_publish is not None:
+                    on_publish(self, self._userdata, mid, reason, properties)  # type: ignore[call-arg]
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_pubackcomp(cmd)
 
 
@@ -166,7 +219,7 @@ class MqttLink:
         self._careful = 0
         self._suspect: Message | None = None  # the message last in flight alone when the broker hung up
         self._hang_ups = 0  # how many times running it did
-        self._client = self._make_client()
+        self._client: _Client = self._make_client()
 
     # ---- public ---------------------------------------------------------------------------------
 
@@ -392,9 +445,23 @@ class MqttLink:
 
     def _drain(self) -> None:
         window = 1 if self._careful else WINDOW
+        client = self._client
+        batch: list[tuple[int, Message]] = []  # QoS 1 messages, sent together
         while self._ready and self._pending and len(self._inflight) < window:
             msg = self._pending[0]
-            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if msg.qos == 1:
+                if client.socket() is None:  # closed: `_unwatch` is on its way
+                    self._ready = False
+                    break
+                mid = client._mid_generate()
+                self._pending.popleft()
+                self._inflight[mid] = msg
+                batch.append((mid, msg))
+                continue
+            if batch:
+                client.send_qos1(batch, self._v5)
+                batch = []
+            info = client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._pending.popleft()
                 self._inflight[info.mid] = msg
@@ -405,7 +472,9 @@ class MqttLink:
                 self._ready = False
             else:
                 log.error("MQTT publish to %s refused by the client: %s", msg.topic, info.rc)
-                return
+                break
+        if batch:
+            client.send_qos1(batch, self._v5)
 
     def _settle(self) -> None:
         """After paho has read a batch of acknowledgements: report them, hand paho the next."""
@@ -432,7 +501,7 @@ class MqttLink:
 
     # ---- paho's callbacks (inside paho's loop_read/loop_write/loop_misc, on the loop thread) ----
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> _Client:
         s = self.settings
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         client = _Client(
@@ -445,6 +514,7 @@ class MqttLink:
         )
         # No limit of paho's own: our queue hands it at most WINDOW. With a limit, paho walks
         # every message it holds on each PUBACK, looking for one to send next.
+        client.ours = self._inflight
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -99,7 +100,12 @@ class CallQuery:
 
 
 def to_text(when: datetime | None) -> str | None:
-    return when.astimezone(UTC).isoformat(timespec="microseconds") if when else None
+    return _to_text(when) if when else None
+
+
+@lru_cache(maxsize=1024)  # as payloads.iso: a phone's save repeats the times of its calls
+def _to_text(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def from_text(text: str | None) -> datetime | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from bridge.mqtt import BrokerSettings, Message, MqttLink
-from tests.conftest import TIMEOUT, Mosquitto, Watcher, private_mosquitto, unique_base
+from tests.conftest import TIMEOUT, Mosquitto, Received, Watcher, private_mosquitto, unique_base
 
 PINGREQ = b"\xc0\x00"
 
@@ -21,6 +21,20 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {TIMEOUT} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def started_link(port: int, base: str, queue_size: int) -> MqttLink:
+    """A link of its own to the broker at `port` (its will on <base>/bridge/state), connected."""
+    will = Message(f"{base}/bridge/state", b'{"state":"offline"}', retain=True)
+    settings = BrokerSettings("127.0.0.1", port, f"bridge-{base}", will, queue_size=queue_size)
+    link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+    link.start()
+    try:
+        await eventually(lambda: link.connected, "the link to connect")
+    except BaseException:
+        link.stop()
+        raise
+    return link
 
 
 async def counting_pings(target: int, pings: list[int], hung_up: asyncio.Event) -> asyncio.Server:
@@ -119,12 +133,8 @@ def test_a_publish_is_on_the_wire_when_it_returns_with_nagle_off(mosquitto: Mosq
     watcher = Watcher(mosquitto.port, f"{base}/#")
 
     async def scenario() -> None:
-        will = Message(f"{base}/bridge/state", b'{"state":"offline"}', retain=True)
-        settings = BrokerSettings("127.0.0.1", mosquitto.port, f"bridge-{base}", will, queue_size=10)
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
-        link.start()
+        link = await started_link(mosquitto.port, base, queue_size=10)
         try:
-            await eventually(lambda: link.connected, "the link to connect")
             sock = link._client.socket()
             assert isinstance(sock, socket.socket)
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
@@ -277,5 +287,86 @@ def test_a_message_the_broker_hangs_up_on_is_set_aside_and_the_rest_flows(
         watcher.wait_for(f"{base}/3")
         first_arrivals = list(dict.fromkeys(m.topic for m in watcher.messages if "/bridge/" not in m.topic))
         assert first_arrivals == [f"{base}/{n}" for n in (0, 2, 3)]
+    finally:
+        watcher.close()
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_packets_the_link_encodes_arrive_intact_at_every_size(mosquitto: Mosquitto, protocol: str) -> None:
+    """The link writes QoS 1 PUBLISH packets itself (`publish_packet`): payloads on both sides of
+    each remaining-length boundary (1, 2 and 3 bytes of it) arrive as sent, and the retained ones
+    are kept by the broker as retained."""
+    base = unique_base()
+    sizes = [0, 1, 100, 127, 128, 16_000, 16_383, 16_384, 70_000]
+    messages = [
+        Message(f"{base}/{n}", bytes((n + i) % 256 for i in range(size)), retain=size > 0, receipt=f"r{n}")
+        for n, size in enumerate(sizes)
+    ]
+    watcher = Watcher(mosquitto.port, f"{base}/#")
+    try:
+        outcome = publish_all(mosquitto.port, base, messages, protocol)
+        assert outcome.counts == (len(messages), 0, 0)
+        arrived = {m.topic: m.payload for m in _wait_all(watcher, [m.topic for m in messages])}
+        assert arrived == {m.topic: m.payload for m in messages}
+    finally:
+        watcher.close()
+    later = Watcher(mosquitto.port, f"{base}/#")  # subscribes after: gets what is retained
+    try:
+        kept = _wait_all(later, [m.topic for m in messages if m.retain])
+        assert {(m.topic, m.payload, m.retain) for m in kept} == {
+            (m.topic, m.payload, True) for m in messages if m.retain
+        }
+    finally:
+        later.close()
+
+
+def _wait_all(watcher: Watcher, topics: list[str]) -> list[Received]:
+    """The first message on each of `topics`, once every one of them has one."""
+    deadline = threading.Event()
+    timer = threading.Timer(TIMEOUT, deadline.set)
+    timer.start()
+    try:
+        while not deadline.is_set():
+            with watcher.lock:
+                first = {m.topic: m for m in reversed(watcher.messages)}
+            if all(t in first for t in topics):
+                return [first[t] for t in topics]
+            deadline.wait(0.01)
+    finally:
+        timer.cancel()
+    raise AssertionError(f"timed out after {TIMEOUT} s waiting for {topics}")
+
+
+def test_one_read_takes_every_acknowledgement_waiting(mosquitto: Mosquitto) -> None:
+    """paho reads as many packets per `loop_read` as it tracks messages itself, and it tracks none
+    of the link's: one PUBACK a loop turn fell behind a busy loop and the queue filled (503s).
+    Here 150 acknowledgements wait in the socket, and one read takes them all."""
+    base = unique_base()
+    watcher = Watcher(mosquitto.port, f"{base}/#")
+
+    async def scenario() -> None:
+        link = await started_link(mosquitto.port, base, queue_size=1000)
+        try:
+            client = link._client
+            sock = client.socket()
+            assert isinstance(sock, socket.socket)
+            assert link.publish([Message(f"{base}/{n}", b"%d" % n) for n in range(150)])
+            # The loop stays blocked: nothing reads the socket until the PUBACKs (4 bytes each, MQTT
+            # 5 with no reason code) are all there.
+            _wait_all(watcher, [f"{base}/149"])
+            sock.settimeout(TIMEOUT)
+            waited = 0.0
+            while len(sock.recv(65536, socket.MSG_PEEK)) < 150 * 4 and waited < TIMEOUT:
+                threading.Event().wait(0.01)
+                waited += 0.01
+            sock.setblocking(False)
+            assert link.published == 0
+            client.loop_read()
+            assert link.published == 150
+        finally:
+            link.stop()
+
+    try:
+        asyncio.run(scenario())
     finally:
         watcher.close()
