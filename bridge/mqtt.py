@@ -48,7 +48,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
-# Messages handed to paho and not yet acknowledged, at most.
+# Messages sent and not yet acknowledged, at most; fewer when an MQTT 5 broker's CONNACK gives a
+# smaller Receive Maximum (mosquitto's default is 20; sending more is a protocol error, 0x93).
 WINDOW = 200
 # Seconds an MQTT 5 CONNECT may go unanswered before we retry with 3.1.1: some 3.1.1-only
 # brokers (amqtt, given a last will) neither answer nor hang up.
@@ -192,6 +193,7 @@ class MqttLink:
         self._on_message = on_message
         self._pending: deque[Message] = deque()
         self._inflight: OrderedDict[int, Message] = OrderedDict()
+        self._window = WINDOW  # for this connection: the broker's Receive Maximum may be lower
         self._receipts: list[str] = []  # acknowledged, not yet reported to on_delivered
         self._settle_due = False
         self._publishing = False  # inside `publish`, which writes what paho queued at its end
@@ -444,7 +446,7 @@ class MqttLink:
     # ---- the queue ------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        window = 1 if self._careful else WINDOW
+        window = 1 if self._careful else self._window
         client = self._client
         batch: list[tuple[int, Message]] = []  # QoS 1 messages, sent together
         while self._ready and self._pending and len(self._inflight) < window:
@@ -570,6 +572,7 @@ class MqttLink:
             self._refused_version = self._v5 and reason.getName() == "Unsupported protocol version"
             return  # paho closes the socket; `_keep_connected` tries again
         self._was_up = True
+        self._window = min(WINDOW, getattr(properties, "ReceiveMaximum", WINDOW))
         for topic in self.settings.subscriptions:
             client.subscribe(topic, qos=1)
         log.info("MQTT connected to %s:%s (MQTT %s)", *self._where(), self.protocol)

@@ -340,7 +340,8 @@ def _wait_all(watcher: Watcher, topics: list[str]) -> list[Received]:
 def test_one_read_takes_every_acknowledgement_waiting(mosquitto: Mosquitto) -> None:
     """paho reads as many packets per `loop_read` as it tracks messages itself, and it tracks none
     of the link's: one PUBACK a loop turn fell behind a busy loop and the queue filled (503s).
-    Here 150 acknowledgements wait in the socket, and one read takes them all."""
+    Here the acknowledgements of a whole window (mosquitto's Receive Maximum, 20) wait in the
+    socket, and one read takes them all."""
     base = unique_base()
     watcher = Watcher(mosquitto.port, f"{base}/#")
 
@@ -351,18 +352,20 @@ def test_one_read_takes_every_acknowledgement_waiting(mosquitto: Mosquitto) -> N
             sock = client.socket()
             assert isinstance(sock, socket.socket)
             assert link.publish([Message(f"{base}/{n}", b"%d" % n) for n in range(150)])
+            sent = len(link._inflight)
+            assert sent == 20
             # The loop stays blocked: nothing reads the socket until the PUBACKs (4 bytes each, MQTT
             # 5 with no reason code) are all there.
-            _wait_all(watcher, [f"{base}/149"])
+            _wait_all(watcher, [f"{base}/{sent - 1}"])
             sock.settimeout(TIMEOUT)
             waited = 0.0
-            while len(sock.recv(65536, socket.MSG_PEEK)) < 150 * 4 and waited < TIMEOUT:
+            while len(sock.recv(65536, socket.MSG_PEEK)) < sent * 4 and waited < TIMEOUT:
                 threading.Event().wait(0.01)
                 waited += 0.01
             sock.setblocking(False)
             assert link.published == 0
             client.loop_read()
-            assert link.published == 150
+            assert link.published == sent
         finally:
             link.stop()
 
@@ -370,3 +373,39 @@ def test_one_read_takes_every_acknowledgement_waiting(mosquitto: Mosquitto) -> N
         asyncio.run(scenario())
     finally:
         watcher.close()
+
+
+def test_no_more_in_flight_than_the_brokers_receive_maximum() -> None:
+    """An MQTT 5 broker's CONNACK may set a Receive Maximum (mosquitto sends its
+    max_inflight_messages, 20 by default); a client sending more is in breach (0x93), and brokers
+    such as HiveMQ and EMQX hang up. Here it is 5: the link sends 5, and the rest as they are
+    answered, in order. Under 3.1.1 there is no such limit."""
+    base = unique_base()
+    with private_mosquitto(extra="max_inflight_messages 5\n") as broker:
+        watcher = Watcher(broker.port, f"{base}/#")
+
+        async def scenario() -> None:
+            link = await started_link(broker.port, base, queue_size=1000)
+            try:
+                assert link.publish([Message(f"{base}/{n}", b"%d" % n) for n in range(100)])
+                # The loop has not run since: what went out went out inside `publish`.
+                assert (len(link._inflight), link.queue_length) == (5, 100)
+                async with asyncio.timeout(TIMEOUT):
+                    await link.flush()
+                assert link.published == 100
+            finally:
+                link.stop()
+
+        try:
+            asyncio.run(scenario())
+            arrived = [int(m.payload) for m in _wait_all_in_order(watcher, base, 100)]
+            assert arrived == list(range(100))
+        finally:
+            watcher.close()
+
+
+def _wait_all_in_order(watcher: Watcher, base: str, count: int) -> list[Received]:
+    """The messages on <base>/<n> as they arrived, once `count` of them have."""
+    _wait_all(watcher, [f"{base}/{n}" for n in range(count)])
+    with watcher.lock:
+        return [m for m in watcher.messages if m.topic.rsplit("/", 1)[1].isdigit()]
