@@ -49,7 +49,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 log = logging.getLogger(__name__)
 
 # Messages sent and not yet acknowledged, at most; fewer when an MQTT 5 broker's CONNACK gives a
-# smaller Receive Maximum (mosquitto's default is 20; sending more is a protocol error, 0x93).
+# smaller Receive Maximum (mosquitto sends 20 by default; a broker may hang up on more, 0x93).
 WINDOW = 200
 # Seconds an MQTT 5 CONNECT may go unanswered before we retry with 3.1.1: some 3.1.1-only
 # brokers (amqtt, given a last will) neither answer nor hang up.
