@@ -198,7 +198,8 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def start_bridge(workdir: Path, broker: int, tag: str) -> Server:
+def start_bridge(workdir: Path, broker: int, tag: str, prefix: Sequence[str] = ()) -> Server:
+    """`prefix`: what runs the server's command (valgrind, say)."""
     port = free_port()
     config = workdir / "bridge.toml"
     config.write_text(
@@ -207,17 +208,19 @@ def start_bridge(workdir: Path, broker: int, tag: str) -> Server:
         f'[arp]\nenabled = false\n[storage]\ndir = "{workdir / "data"}"\n'
     )
     log = workdir / "bridge.log"
-    cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+    cmd = [*prefix, sys.executable, "-m", "bridge", "run", "--config", str(config)]
     proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)
     return Server("bridge", port, f"bench{tag}", proc, log)
 
 
-def start_baseline(workdir: Path, broker: int, tag: str, messages: int = 1) -> Server:
+def start_baseline(
+    workdir: Path, broker: int, tag: str, messages: int = 1, prefix: Sequence[str] = ()
+) -> Server:
     name, topic = ("baseline", f"relay{tag}") if messages == 1 else (FLOOR, f"relay{messages}{tag}")
     port = free_port()
     log = workdir / f"{name}.log"
     cmd = [
-        sys.executable, str(ROOT / "bench" / "baseline.py"), "--port", str(port),
+        *prefix, sys.executable, str(ROOT / "bench" / "baseline.py"), "--port", str(port),
         "--broker", f"127.0.0.1:{broker}", "--base-topic", topic, "--messages", str(messages),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=workdir, env=clean_env(), stdout=log.open("wb"), stderr=STDOUT)

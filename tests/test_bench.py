@@ -76,3 +76,26 @@ def test_mqtt_bench_measures_the_link_against_plain_paho(tmp_path: Path) -> None
         assert paho_us > 0
         assert link_us > 0
         assert ratio == pytest.approx(link_us / paho_us, abs=0.01)
+
+
+@pytest.mark.timeout(240)
+def test_instruction_count_runs_both_servers_under_callgrind(tmp_path: Path) -> None:
+    if shutil.which("valgrind") is None:
+        pytest.fail("valgrind is not installed: run the README's test command (it installs it)")
+    out = tmp_path / "instructions.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--calls", "20", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=230,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0].split() == ["baseline", "bridge", "bridge/baseline"]
+    counts = json.loads(out.read_text())
+    assert counts["baseline"]["hits"] == counts["bridge"]["hits"] > 50  # the same hits for both
+    for name in ("baseline", "bridge"):
+        # Counted, and for those hits only: an HTTP hit in Python takes far more than 10,000
+        # instructions, and start-up (imports: billions) is not in it.
+        assert 10_000 < counts[name]["per_hit"] < 20_000_000, counts
