@@ -284,6 +284,20 @@ class Store:
             self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def wal_size(self) -> int:
+        """The WAL file's size in bytes (0 when there is none)."""
+        try:
+            return (self.path.parent / f"{self.path.name}-wal").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def restart_wal(self) -> None:
+        """Copy what is left of the WAL into the database, on the writer's own connection (no write
+        can come in between), so that the next write starts the WAL over from its beginning. The
+        file keeps its size, to be written again: emptying it (TRUNCATE) took 36 ms at 64 MB."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()

@@ -1,4 +1,6 @@
+import asyncio
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -7,7 +9,9 @@ import pytest
 
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
 from bridge.mqtt import Message
+from bridge.service import Bridge
 from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
+from tests.conftest import make_config, unique_base
 
 T0 = datetime(2026, 11, 26, 8, 0, 0, 123000, tzinfo=UTC)
 
@@ -148,3 +152,62 @@ def test_moving_a_device_moves_its_calls(tmp_path: Path) -> None:
     store.rename_device("ip-10-0-0-5", "001565aabbcc")
     assert store.devices(20) == []
     assert [r.device for r in store.calls(CallQuery())] == ["001565aabbcc"]
+
+
+def wal_frames(store: Store) -> int:
+    """Frames in use in the store's WAL (SQLite's own count, from a checkpoint that copies them)."""
+    with closing(sqlite3.connect(store.path)) as other:
+        frames = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    return int(frames)
+
+
+@pytest.mark.parametrize("past_the_limit", [False, True])
+def test_a_wal_past_its_limit_starts_over(monkeypatch: pytest.MonkeyPatch, past_the_limit: bool) -> None:
+    """Under steady load SQLite never gets to start its WAL over: a write always comes before the
+    checkpoint on its own thread is done. Here a reader holds that checkpoint back instead. Past
+    WAL_LIMIT, the bridge finishes the checkpoint on the writer's connection, and the next write
+    starts the WAL from its beginning; below, the WAL goes on growing, as before."""
+    config = make_config(unique_base(), "mqtt://127.0.0.1:1")
+    bridge = Bridge(config)
+    bridge.open()
+    store = bridge.store
+    assert store is not None
+    phones = [replace(phone_in_a_call(), device=f"0015650000{n:02x}") for n in range(200)]
+
+    def save(phone: Phone) -> None:
+        assert store is not None
+        store.save(StoredDevice(phone.device, phone.device, "", True, T0, True, T0, phone))
+
+    for phone in phones[:100]:
+        save(phone)
+    reader = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM devices").fetchall()  # its snapshot: the first 100
+    for phone in phones[100:]:
+        save(phone)
+    checkpoint = store.checkpoint
+
+    def held_back() -> None:
+        checkpoint()  # copies no further than the reader's snapshot
+        reader.execute("COMMIT")
+
+    monkeypatch.setattr(store, "checkpoint", held_back)
+    grown = store.wal_size()
+    monkeypatch.setattr("bridge.service.WAL_LIMIT", grown - 1 if past_the_limit else grown + 1)
+    try:
+        asyncio.run(bridge.checkpoint())
+        save(replace(phones[0], next_key=99))  # a change: a row written as it was costs no frame
+        frames = wal_frames(store)
+        if past_the_limit:
+            assert frames < 10  # started over: this one write's pages
+            assert store.wal_size() == grown  # the file is written again, not grown
+        else:
+            assert frames > 200
+    finally:
+        reader.close()
+        bridge.close()
+    again = Store(Path(config.storage.dir))
+    try:
+        assert sorted(stored.id for stored, _ in again.devices(10)) == sorted(p.device for p in phones)
+    finally:
+        again.close()
