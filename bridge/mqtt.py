@@ -58,6 +58,8 @@ CONNACK_WAIT = 5.0
 REFUSAL_WARNING_EVERY = 60.0
 # Connections a broker may close on the same message, sent alone, before that message is set aside.
 HANG_UPS = 3
+# Bytes read from the broker's socket at once.
+READ_SIZE = 65536
 # Seconds between paho's housekeeping calls: keepalive pings, a broker gone silent.
 MISC_EVERY = 1.0
 # Seconds before connecting again, doubling from the first to the last.
@@ -136,13 +138,19 @@ class _Client(paho.Client):
     """
 
     ours: "OrderedDict[int, Message]"  # the link's messages in flight, by packet id
+    # What was read from the socket and not yet parsed: paho reads a packet's first byte, its
+    # length, and the rest in three `recv`s; a PUBACK is 4 bytes. One `recv` takes them all now.
+    _inbox: bytes = b""
+    _inbox_at = 0
+    _inbox_of: object = None  # the socket the inbox came from
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """paho's, reading as many packets as are due: paho counts only the messages it tracks
-        itself, and would read one PUBACK of ours per call."""
+        """paho's, reading as many packets as are due (paho counts only the messages it tracks
+        itself, and would read one PUBACK of ours per call), and any already in the inbox."""
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
-        for _ in range(max(1, len(self.ours) + len(self._out_messages) + len(self._in_messages))):
+        due = max(1, len(self.ours) + len(self._out_messages) + len(self._in_messages))
+        while due > 0 or self.inbox_holds():
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
@@ -150,7 +158,21 @@ class _Client(paho.Client):
                 return self._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
+            due -= 1
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def inbox_holds(self) -> bool:
+        return self._inbox_of is self._sock and self._inbox_at < len(self._inbox)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.inbox_holds():
+            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when there is nothing
+            self._inbox, self._inbox_at, self._inbox_of = data, 0, self._sock
+            if not data:
+                return data  # closed
+        start = self._inbox_at
+        self._inbox_at = start + bufsize
+        return self._inbox[start : start + bufsize]
 
     def send_qos1(self, messages: Sequence[tuple[int, "Message"]], v5: bool) -> None:
         data = b"".join(publish_packet(m.topic.encode(), m.payload, m.retain, mid, v5) for mid, m in messages)

@@ -3,13 +3,18 @@
 import asyncio
 import logging
 import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.mqtt import BrokerSettings, Message, MqttLink
+from bridge.mqtt import BrokerSettings, Inbound, Message, MqttLink
 from tests.conftest import TIMEOUT, Mosquitto, Received, Watcher, private_mosquitto, unique_base
 
 PINGREQ = b"\xc0\x00"
@@ -409,3 +414,101 @@ def _wait_all_in_order(watcher: Watcher, base: str, count: int) -> list[Received
     _wait_all(watcher, [f"{base}/{n}" for n in range(count)])
     with watcher.lock:
         return [m for m in watcher.messages if m.topic.rsplit("/", 1)[1].isdigit()]
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_what_the_broker_sends_arrives_whole_however_it_is_read(mosquitto: Mosquitto, protocol: str) -> None:
+    """The link reads the socket 64 kB at a time and parses packets from that (paho read each
+    packet in three `recv`s): a burst of small messages, and one larger than a read, all arrive
+    whole and in order, with the acknowledgements of what the link sent meanwhile."""
+    base = unique_base()
+    sizes = [10] * 50 + [150_000] + [10] * 5
+    sent = [bytes((n + i) % 256 for i in range(size)) for n, size in enumerate(sizes)]
+
+    def messages(received: list[Inbound]) -> list[Inbound]:
+        return [m for m in received if not m.topic.endswith("/probe")]
+
+    async def scenario() -> list[Inbound]:
+        received: list[Inbound] = []
+        will = Message(f"{base}/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings(
+            "127.0.0.1", mosquitto.port, f"bridge-{base}", will, 1000, (f"{base}/in/#",), protocol=protocol
+        )
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, received.append)
+        link.start()
+        sender = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"send-{base}")
+        try:
+            await eventually(lambda: link.connected, "the link to connect")
+            sender.connect("127.0.0.1", mosquitto.port)
+            sender.loop_start()
+            while not received:  # until the link's subscription is in place
+                sender.publish(f"{base}/in/probe", b"", qos=1)
+                await asyncio.sleep(0.05)
+            for n, payload in enumerate(sent):
+                sender.publish(f"{base}/in/{n}", payload, qos=1)
+                if n % 10 == 0:
+                    link.publish([Message(f"{base}/out/{n}", b"%d" % n)])
+            await eventually(lambda: len(messages(received)) == len(sent), "every message")
+            await eventually(lambda: link.queue_length == 0, "every acknowledgement")
+        finally:
+            sender.loop_stop()
+            sender.disconnect()
+            link.stop()
+        return received
+
+    received = messages(asyncio.run(scenario()))
+    assert [(m.topic, m.payload) for m in received] == [(f"{base}/in/{n}", p) for n, p in enumerate(sent)]
+
+
+@pytest.fixture
+def tls_mosquitto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mosquitto]:
+    """A broker that speaks only TLS, with a certificate for 127.0.0.1 that this process trusts."""
+    with tempfile.TemporaryDirectory(prefix="amego-tls-") as directory:
+        certs = Path(directory)
+        certs.chmod(0o755)  # mosquitto reads them as its own user
+        cert, key = certs / "cert.pem", certs / "key.pem"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-keyout", str(key), "-out", str(cert),
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        cert.chmod(0o644)
+        key.chmod(0o644)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what ssl.create_default_context() trusts
+        with private_mosquitto(extra=f"certfile {cert}\nkeyfile {key}\n") as broker:
+            yield broker
+
+
+def test_over_tls_acknowledgements_and_messages_arrive_whole(tls_mosquitto: Mosquitto) -> None:
+    """TLS hands over decrypted bytes a record at a time, and may hold some the selector cannot
+    see: the link's reads of 64 kB still take every PUBACK and every message, small and large."""
+    base = unique_base()
+    sent = [
+        bytes((n + i) % 256 for i in range(size)) for n, size in enumerate([10] * 30 + [150_000] + [10] * 5)
+    ]
+
+    async def scenario() -> tuple[list[Inbound], int]:
+        received: list[Inbound] = []
+        will = Message(f"{base}/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings(
+            "127.0.0.1", tls_mosquitto.port, f"bridge-{base}", will, 1000, (f"{base}/in/#",), tls=True
+        )
+        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, received.append)
+        link.start()
+        try:
+            await eventually(lambda: link.connected, "the link to connect over TLS")
+            # The link sends to itself: its own messages come back through its subscription.
+            assert link.publish([Message(f"{base}/in/{n}", payload) for n, payload in enumerate(sent)])
+            await eventually(lambda: len(received) == len(sent), "every message")
+            await eventually(lambda: link.queue_length == 0, "every acknowledgement")
+        finally:
+            link.stop()
+        return received, link.published
+
+    received, published = asyncio.run(scenario())
+    assert published == len(sent)
+    assert [(m.topic, m.payload) for m in received] == [(f"{base}/in/{n}", p) for n, p in enumerate(sent)]
