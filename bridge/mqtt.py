@@ -594,7 +594,7 @@ class MqttLink:
             self._refused_version = self._v5 and reason.getName() == "Unsupported protocol version"
             return  # paho closes the socket; `_keep_connected` tries again
         self._was_up = True
-        self._window = min(WINDOW, getattr(properties, "ReceiveMaximum", WINDOW))
+        self._window = max(1, min(WINDOW, getattr(properties, "ReceiveMaximum", WINDOW)))  # 0 is not allowed
         for topic in self.settings.subscriptions:
             client.subscribe(topic, qos=1)
         log.info("MQTT connected to %s:%s (MQTT %s)", *self._where(), self.protocol)
