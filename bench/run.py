@@ -113,7 +113,8 @@ def mosquitto(workdir: Path) -> Iterator[int]:
     workdir.chmod(0o755)  # mosquitto, run as root, drops to its own user
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\n"
+        "max_queued_messages 0\nset_tcp_nodelay true\nmax_inflight_messages 100\n"
+        "log_dest stderr\nlog_type error\n"
     )
     conf.chmod(0o644)
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)

@@ -1,11 +1,14 @@
 """What ships for deployment: docker-compose.yml, the Dockerfile, mosquitto.conf, the systemd unit."""
 
+import asyncio
 import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -13,6 +16,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.mqtt import BrokerSettings, Message, MqttLink
 from tests.conftest import MOSQUITTO, TIMEOUT, accepts, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +67,9 @@ def test_compose_runs_the_bridge_hardened_next_to_a_pinned_mosquitto() -> None:
     assert "AMEGO_STORAGE_DIR=/data" in dockerfile
 
 
-def test_shipped_mosquitto_conf_keeps_a_qos1_burst_for_a_slow_subscriber(tmp_path: Path) -> None:
-    """mosquitto's default (max_queued_messages 1000) would drop most of this burst."""
+@contextmanager
+def shipped_mosquitto(tmp_path: Path) -> Iterator[int]:
+    """mosquitto with the shipped config, on a free loopback port: the port."""
     port = free_port()
     tmp_path.chmod(0o777)  # mosquitto drops to its own user
     conf = (ROOT / "mosquitto" / "mosquitto.conf").read_text()
@@ -75,11 +80,39 @@ def test_shipped_mosquitto_conf_keeps_a_qos1_burst_for_a_slow_subscriber(tmp_pat
     broker = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: accepts(port), what="mosquitto with the shipped config")
-        received = burst_to_a_slow_subscriber(port, count=3000)
-        assert received == 3000
+        yield port
     finally:
         broker.terminate()
         broker.wait(timeout=TIMEOUT)
+
+
+def test_shipped_mosquitto_conf_keeps_a_qos1_burst_for_a_slow_subscriber(tmp_path: Path) -> None:
+    """mosquitto's default (max_queued_messages 1000) would drop most of this burst."""
+    with shipped_mosquitto(tmp_path) as port:
+        received = burst_to_a_slow_subscriber(port, count=3000)
+        assert received == 3000
+
+
+def test_shipped_mosquitto_conf_lets_the_bridge_have_100_messages_in_flight(tmp_path: Path) -> None:
+    """Under MQTT 5 the bridge keeps to the broker's Receive Maximum: mosquitto's default (20)
+    held it back when thousands of phones started at once; the shipped config gives 100."""
+
+    async def window(port: int) -> int:
+        will = Message("packaging/bridge/state", b"offline", retain=True)
+        settings = BrokerSettings("127.0.0.1", port, "bridge-packaging", will, queue_size=1000)
+        up = asyncio.Event()
+        link = MqttLink(settings, asyncio.get_running_loop(), up.set, lambda m: None)
+        link.start()
+        try:
+            await asyncio.wait_for(up.wait(), TIMEOUT)
+            assert link.protocol == "5"
+            assert link.publish([Message(f"packaging/{n}", b"%d" % n) for n in range(300)])
+            return len(link._inflight)  # what went out inside `publish`, before any answer was read
+        finally:
+            link.stop()
+
+    with shipped_mosquitto(tmp_path) as port:
+        assert asyncio.run(window(port)) == 100
 
 
 def burst_to_a_slow_subscriber(port: int, count: int) -> int:
