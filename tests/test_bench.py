@@ -11,20 +11,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_script(tmp_path: Path, script: str, *args: str, timeout: float) -> "subprocess.CompletedProcess[str]":
+    """A bench script run as a user would, from another directory, with a bare environment; it
+    must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # nothing depends on where it is started
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.timeout(180)
 def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.fail("mosquitto is not installed: run the README's test command (it installs it)")
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,  # nothing depends on where it is started
-        timeout=170,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script(tmp_path, "run.py", "--tiny", "--json", str(out), timeout=170)
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["baseline", "bridge", "bridge/baseline"]
     table = "\n".join(lines)
@@ -59,15 +66,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_mqtt_bench_measures_the_link_against_plain_paho(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "mqtt_bench.py"), "--messages", "400", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=110,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script(tmp_path, "mqtt_bench.py", "--messages", "400", "--rounds", "1", timeout=110)
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["paho", "link", "link/paho"]
     assert [row.split(",")[0] for row in rows] == ["MQTT 5", "MQTT 3.1.1"]
@@ -83,15 +82,7 @@ def test_instruction_count_runs_both_servers_under_callgrind(tmp_path: Path) -> 
     if shutil.which("valgrind") is None:
         pytest.fail("valgrind is not installed: run the README's test command (it installs it)")
     out = tmp_path / "instructions.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--calls", "20", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=230,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script(tmp_path, "instructions.py", "--calls", "20", "--json", str(out), timeout=230)
     assert result.stdout.splitlines()[0].split() == ["baseline", "bridge", "bridge/baseline"]
     counts = json.loads(out.read_text())
     assert counts["baseline"]["hits"] == counts["bridge"]["hits"] > 50  # the same hits for both
