@@ -11,6 +11,7 @@ Each measurement runs against both servers back to back, alternating which goes 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -140,6 +141,15 @@ class Server:
         text = Path(f"/proc/{self.proc.pid}/stat").read_text()
         fields = text[text.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def cpu_wait(self) -> float:
+        """Seconds its threads have spent runnable but waiting for a CPU (the kernel's schedstat):
+        high when the machine is busy, which makes the latencies of that run say little."""
+        waited = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                waited += int((task / "schedstat").read_text().split()[1])
+        return waited / 1e9
 
     def memory_mb(self, key: str) -> float:
         """VmRSS or VmHWM (the peak), in MB."""
@@ -315,6 +325,7 @@ class Load:
     late: int
     results: dict[str, int]
     server_cpu: float
+    server_wait: float  # seconds runnable but not running (`Server.cpu_wait`)
     load_cpu: float
 
     @property
@@ -327,11 +338,12 @@ def drive(server: Server, workdir: Path, *args: str) -> Load:
     cmd = [sys.executable, "-m", "bridge", "simulate", "--server", f"127.0.0.1:{server.port}", "--json"]
     if "--duration" in args:  # calls cut short would stay open on the bridge into the next phase
         cmd.append("--finish")
-    before_cpu = server.stat_cpu()
+    before_cpu, before_wait = server.stat_cpu(), server.cpu_wait()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([*cmd, *args], cwd=workdir, env=clean_env(), capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = server.stat_cpu() - before_cpu
+    server_wait = server.cpu_wait() - before_wait
     if done.returncode not in (0, 1) or not done.stdout.strip():
         raise RuntimeError(f"simulate failed ({done.returncode}): {done.stderr[-2000:]}")
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -342,6 +354,7 @@ def drive(server: Server, workdir: Path, *args: str) -> Load:
         late=summary["late"],
         results=summary["results"],
         server_cpu=server_cpu,
+        server_wait=server_wait,
         load_cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
     )
 
@@ -355,6 +368,7 @@ class Timed:
     statuses: dict[str, int]
     late: int
     cpu_us_per_hit: float  # the server's, per hit answered 200
+    cpu_wait_percent: float  # the server's time waiting for a CPU, against its CPU time
     load_generator_cpu_percent: float
     delivered: int
     lost: int
@@ -444,6 +458,7 @@ class Bench:
             statuses=load.statuses,
             late=load.late,
             cpu_us_per_hit=round(load.server_cpu / max(load.ok, 1) * 1e6, 1),
+            cpu_wait_percent=round(load.server_wait / load.server_cpu * 100, 1) if load.server_cpu else 0.0,
             load_generator_cpu_percent=round(load.load_cpu / load.seconds * 100),
             delivered=arrived,
             lost=max(0, load.ok - arrived),
@@ -642,6 +657,7 @@ def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
     out += [
         (f"MQTT messages per hit at {top} hits/s", at(top, "messages_per_hit")),
         (f"CPU per hit at {top} hits/s (µs)", at(top, "cpu_us_per_hit")),
+        (f"  waiting for a CPU at {top} hits/s (% of CPU time)", at(top, "cpu_wait_percent")),
         ("CPU per hit flat out (µs)", flat_out("cpu_us_per_hit")),
         (f"peak RSS while {plan.phones:,} phones join (MB)", lambda r: r.join_peak_rss_mb),
         ("peak RSS under load, after that (MB)", lambda r: r.peak_rss_mb),

@@ -40,6 +40,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         "against the relay publishing 2",
         "latency p99 at 1000",
         "CPU per hit",
+        "waiting for a CPU at 1000",
         "peak RSS",
         "10,000",
         "50 phones / 500 records restored",
@@ -52,6 +53,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         found = report["results"][name]
         assert found["max"]["statuses"]["200"] > 0
         assert found["at"]["1000"]["delivered"] > 0  # stamped hits came through MQTT
+        assert isinstance(found["at"]["1000"]["cpu_wait_percent"], float)  # read from the kernel, for each
         assert found["peak_rss_mb"] > 0
         assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
     assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined
