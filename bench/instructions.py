@@ -1,14 +1,15 @@
 """Instructions per hit, the bridge against the relay: a count that a busy machine does not change.
 
     python bench/instructions.py             # about 3 minutes
-    python bench/instructions.py --calls 1   # a few hundred hits (tests/test_bench.py)
+    python bench/instructions.py --calls 20  # about a hundred hits (tests/test_bench.py)
 
 Each server runs under valgrind's callgrind, which counts the instructions every thread of it
-executes (CPU time on a shared machine swings by ±30 % from run to run; this count moves by about
-1 %). Both get the same hits: phones that register, then play `--calls` scenarios each, with a
-fixed seed. The count starts after the registrations and stops once the server's MQTT queue is
-empty, so each server's whole work for those hits is in it, and nothing else. Instructions are not
-time: a cache miss or a system call costs far more than its instructions (bench/README.md).
+executes (CPU time on a shared machine swings by ±30 % from run to run; this count moved by 0.1 %
+for the bridge and 3 % for the relay). Both get the same hits: phones that register, then play
+`--calls` scenarios between them, with a fixed seed. The count starts after the registrations
+and stops once the server's MQTT queue is empty, so each server's whole work for those hits is
+in it, and nothing else. Instructions are not time: a cache miss or a system call costs far more
+than its instructions (bench/README.md).
 """
 
 import argparse
