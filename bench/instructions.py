@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import Server, drive, mosquitto, start_baseline, start_bridge, wait_until
+from bench.run import Load, Server, drive, mosquitto, start_baseline, start_bridge, wait_until
 
 PHONES = 50
 READY_WITHIN = 300.0  # seconds: a server starts about 30 times slower under valgrind
@@ -44,23 +44,31 @@ class Count:
 def count(server: Server, workdir: Path, profile: Path, calls: int) -> Count:
     """The instructions `server` (under callgrind) executes for its share of the load."""
     wait_until(server.ready, READY_WITHIN, f"the {server.name} to start under valgrind")
-    phones = str(PHONES)
-    drive(server, workdir, "--phones", phones, "--rate", "0", "--concurrency", "8", "--calls", "0")
-    wait_until(server.drained, 120, f"the {server.name}'s MQTT queue to drain")
+
+    def play(scenarios: int) -> Load:  # 0: the phones' registrations only
+        args = ("--phones", str(PHONES), "--rate", "0", "--concurrency", "8", "--calls", str(scenarios))
+        load = drive(server, workdir, *args)
+        wait_until(server.drained, 120, f"the {server.name}'s MQTT queue to drain")
+        return load
+
+    play(0)
     pid = str(server.proc.pid)
     subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
-    load = drive(
-        server, workdir, "--phones", phones, "--rate", "0", "--concurrency", "8", "--calls", str(calls)
-    )
+    load = play(calls)
     if load.ok != load.hits:
         raise RuntimeError(f"the {server.name} refused hits: {load.statuses}")
-    wait_until(server.drained, 120, f"the {server.name}'s MQTT queue to drain")
     subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
     dump = Path(f"{profile}.1")
-    wait_until(lambda: bool(_TOTAL.search(dump.read_bytes()) if dump.exists() else False), 60, "the dump")
-    found = _TOTAL.search(dump.read_bytes())
-    assert found is not None
-    return Count(load.ok, int(found.group(1)))
+    totals: list[int] = []
+
+    def dumped() -> bool:
+        found = _TOTAL.search(dump.read_bytes()) if dump.exists() else None
+        if found is not None:
+            totals.append(int(found.group(1)))
+        return found is not None
+
+    wait_until(dumped, 60, "the dump")
+    return Count(load.ok, totals[-1])
 
 
 def run(calls: int) -> dict[str, Count]:

@@ -174,8 +174,17 @@ class _Client(paho.Client):
         self._inbox_at = start + bufsize
         return self._inbox[start : start + bufsize]
 
-    def send_qos1(self, messages: Sequence[tuple[int, "Message"]], v5: bool) -> None:
-        data = b"".join(publish_packet(m.topic.encode(), m.payload, m.retain, mid, v5) for mid, m in messages)
+    def publishable(self, topic: str) -> bytes:
+        """`topic` encoded, or ValueError as paho's `publish` gives it (empty, a wildcard, too long)."""
+        if not topic:
+            raise ValueError("Invalid topic.")
+        encoded = topic.encode()
+        self._raise_for_invalid_topic(encoded)
+        return encoded
+
+    def send_qos1(self, messages: Sequence[tuple[int, bytes, "Message"]], v5: bool) -> None:
+        """(packet id, topic as `publishable` gave it, message) each, in one write."""
+        data = b"".join(publish_packet(topic, m.payload, m.retain, mid, v5) for mid, topic, m in messages)
         self._packet_queue(_PUBLISH | 2, data, 0, 1)
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
@@ -470,17 +479,18 @@ class MqttLink:
     def _drain(self) -> None:
         window = 1 if self._careful else self._window
         client = self._client
-        batch: list[tuple[int, Message]] = []  # QoS 1 messages, sent together
+        batch: list[tuple[int, bytes, Message]] = []  # QoS 1 messages, sent together
         while self._ready and self._pending and len(self._inflight) < window:
             msg = self._pending[0]
             if msg.qos == 1:
                 if client.socket() is None:  # closed: `_unwatch` is on its way
                     self._ready = False
                     break
+                topic = client.publishable(msg.topic)
                 mid = client._mid_generate()
                 self._pending.popleft()
                 self._inflight[mid] = msg
-                batch.append((mid, msg))
+                batch.append((mid, topic, msg))
                 continue
             if batch:
                 client.send_qos1(batch, self._v5)
@@ -536,8 +546,8 @@ class MqttLink:
             # Else paho reconnects by itself, blocking, from inside loop_read.
             reconnect_on_failure=False,
         )
-        # No limit of paho's own: our queue hands it at most WINDOW. With a limit, paho walks
-        # every message it holds on each PUBACK, looking for one to send next.
+        # No limit of paho's own (it holds only what is not QoS 1): our queue keeps to the window.
+        # With a limit, paho walks every message it holds on each PUBACK, looking for one to send.
         client.ours = self._inflight
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)

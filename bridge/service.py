@@ -451,9 +451,8 @@ class Bridge:
         why = f"nothing heard for {self.config.devices.offline_after:g} s"
         silent = [
             device
-            for device in self.devices.values()
-            if silence
-            and device.online
+            for device in (self.devices.values() if silence else ())
+            if device.online
             and (heard := self.heard.get(device.id, device.phone.last_seen)) is not None
             and now - heard > silence
         ]
@@ -522,8 +521,8 @@ class Bridge:
         store = self.store
         if store is None:
             return
-        await asyncio.to_thread(store.checkpoint)
-        if self.store is store and store.wal_size() > WAL_LIMIT:
+        left = await asyncio.to_thread(store.checkpoint)
+        if self.store is store and left > WAL_LIMIT:
             store.restart_wal()
 
     # ---- polls ----------------------------------------------------------------------------------

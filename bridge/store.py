@@ -23,6 +23,7 @@ from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hoo
 from bridge.mqtt import Message
 
 FILE_NAME = "amego.sqlite3"
+WAL_HEADER, WAL_FRAME_HEADER = 32, 24  # bytes (SQLite's file format: the WAL file)
 
 # Each migration takes the schema from its index to the next version. Never edit one that shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -260,6 +261,7 @@ class Store:
         # runs them from a thread, on a connection of its own, so writers are not held up.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer: sqlite3.Connection | None = None
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self.migrate()
 
     def migrate(self) -> None:
@@ -277,19 +279,16 @@ class Store:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer).
-        Meant for a thread (`asyncio.to_thread`); one call at a time."""
+    def checkpoint(self) -> int:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer). The
+        bytes of WAL it left behind, when writes came in meanwhile (else 0: the next write starts
+        the WAL over). Meant for a thread (`asyncio.to_thread`); one call at a time."""
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def wal_size(self) -> int:
-        """The WAL file's size in bytes (0 when there is none)."""
-        try:
-            return (self.path.parent / f"{self.path.name}-wal").stat().st_size
-        except FileNotFoundError:
+        _busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames <= copied:
             return 0
+        return WAL_HEADER + int(frames) * (self._page_size + WAL_FRAME_HEADER)
 
     def restart_wal(self) -> None:
         """Copy what is left of the WAL into the database, on the writer's own connection (no write

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -28,11 +29,19 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def started_link(port: int, base: str, queue_size: int) -> MqttLink:
-    """A link of its own to the broker at `port` (its will on <base>/bridge/state), connected."""
+async def started_link(
+    port: int,
+    base: str,
+    queue_size: int,
+    on_message: Callable[[Inbound], None] = lambda m: None,
+    subscriptions: tuple[str, ...] = (),
+    **settings: Any,
+) -> MqttLink:
+    """A link of its own to the broker at `port` (its will on <base>/bridge/state), connected;
+    `settings`: more of BrokerSettings (protocol, tls)."""
     will = Message(f"{base}/bridge/state", b'{"state":"offline"}', retain=True)
-    settings = BrokerSettings("127.0.0.1", port, f"bridge-{base}", will, queue_size=queue_size)
-    link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, lambda m: None)
+    broker = BrokerSettings("127.0.0.1", port, f"bridge-{base}", will, queue_size, subscriptions, **settings)
+    link = MqttLink(broker, asyncio.get_running_loop(), lambda: None, on_message)
     link.start()
     try:
         await eventually(lambda: link.connected, "the link to connect")
@@ -40,6 +49,11 @@ async def started_link(port: int, base: str, queue_size: int) -> MqttLink:
         link.stop()
         raise
     return link
+
+
+def patterned(sizes: list[int]) -> list[bytes]:
+    """Payloads of these sizes, each with bytes of its own, so that a mix-up shows."""
+    return [bytes((n + i) % 256 for i in range(size)) for n, size in enumerate(sizes)]
 
 
 async def counting_pings(target: int, pings: list[int], hung_up: asyncio.Event) -> asyncio.Server:
@@ -304,8 +318,8 @@ def test_packets_the_link_encodes_arrive_intact_at_every_size(mosquitto: Mosquit
     base = unique_base()
     sizes = [0, 1, 100, 127, 128, 16_000, 16_383, 16_384, 70_000]
     messages = [
-        Message(f"{base}/{n}", bytes((n + i) % 256 for i in range(size)), retain=size > 0, receipt=f"r{n}")
-        for n, size in enumerate(sizes)
+        Message(f"{base}/{n}", payload, retain=bool(payload), receipt=f"r{n}")
+        for n, payload in enumerate(patterned(sizes))
     ]
     watcher = Watcher(mosquitto.port, f"{base}/#")
     try:
@@ -422,23 +436,18 @@ def test_what_the_broker_sends_arrives_whole_however_it_is_read(mosquitto: Mosqu
     packet in three `recv`s): a burst of small messages, and one larger than a read, all arrive
     whole and in order, with the acknowledgements of what the link sent meanwhile."""
     base = unique_base()
-    sizes = [10] * 50 + [150_000] + [10] * 5
-    sent = [bytes((n + i) % 256 for i in range(size)) for n, size in enumerate(sizes)]
+    sent = patterned([10] * 50 + [150_000] + [10] * 5)
 
     def messages(received: list[Inbound]) -> list[Inbound]:
         return [m for m in received if not m.topic.endswith("/probe")]
 
     async def scenario() -> list[Inbound]:
         received: list[Inbound] = []
-        will = Message(f"{base}/bridge/state", b"offline", retain=True)
-        settings = BrokerSettings(
-            "127.0.0.1", mosquitto.port, f"bridge-{base}", will, 1000, (f"{base}/in/#",), protocol=protocol
+        link = await started_link(
+            mosquitto.port, base, 1000, received.append, (f"{base}/in/#",), protocol=protocol
         )
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, received.append)
-        link.start()
         sender = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"send-{base}")
         try:
-            await eventually(lambda: link.connected, "the link to connect")
             sender.connect("127.0.0.1", mosquitto.port)
             sender.loop_start()
             while not received:  # until the link's subscription is in place
@@ -487,20 +496,13 @@ def test_over_tls_acknowledgements_and_messages_arrive_whole(tls_mosquitto: Mosq
     """TLS hands over decrypted bytes a record at a time, and may hold some the selector cannot
     see: the link's reads of 64 kB still take every PUBACK and every message, small and large."""
     base = unique_base()
-    sent = [
-        bytes((n + i) % 256 for i in range(size)) for n, size in enumerate([10] * 30 + [150_000] + [10] * 5)
-    ]
+    sent = patterned([10] * 30 + [150_000] + [10] * 5)
 
     async def scenario() -> tuple[list[Inbound], int]:
         received: list[Inbound] = []
-        will = Message(f"{base}/bridge/state", b"offline", retain=True)
-        settings = BrokerSettings(
-            "127.0.0.1", tls_mosquitto.port, f"bridge-{base}", will, 1000, (f"{base}/in/#",), tls=True
-        )
-        link = MqttLink(settings, asyncio.get_running_loop(), lambda: None, received.append)
-        link.start()
+        inbox = (f"{base}/in/#",)
+        link = await started_link(tls_mosquitto.port, base, 1000, received.append, inbox, tls=True)
         try:
-            await eventually(lambda: link.connected, "the link to connect over TLS")
             # The link sends to itself: its own messages come back through its subscription.
             assert link.publish([Message(f"{base}/in/{n}", payload) for n, payload in enumerate(sent)])
             await eventually(lambda: len(received) == len(sent), "every message")
