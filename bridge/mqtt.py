@@ -41,6 +41,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as paho
+from paho.mqtt.client import time_func
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -103,6 +104,7 @@ class BrokerSettings:
 _DELIVERED = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0, 16)}
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 _PUBLISH = 0x30
+_PUBACK = 0x40
 
 
 def publish_packet(topic: bytes, payload: bytes, retain: bool, mid: int, v5: bool) -> bytes:
@@ -143,16 +145,28 @@ class _Client(paho.Client):
     _inbox: bytes = b""
     _inbox_at = 0
     _inbox_of: object = None  # the socket the inbox came from
+    _held: bytes | OSError | None = None  # what `_fill` met instead of bytes, for paho's next read
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho's, reading as many packets as are due (paho counts only the messages it tracks
-        itself, and would read one PUBACK of ours per call), and any already in the inbox."""
+        itself, and would read one PUBACK of ours per call), and any already in the inbox. Between
+        packets, the PUBACKs of ours that lead the inbox are taken in place (`_take_pubacks`)."""
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         due = max(1, len(self.ours) + len(self._out_messages) + len(self._in_messages))
         while due > 0 or self.inbox_holds():
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if self._in_packet["command"] == 0 and self.ours:  # between packets, ours in flight
+                if not self.inbox_holds():
+                    try:
+                        self._fill()
+                    except BlockingIOError:
+                        break  # nothing more to read, as paho's MQTT_ERR_AGAIN
+                taken = self._take_pubacks()
+                if taken:
+                    due -= taken
+                    continue
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
@@ -165,6 +179,12 @@ class _Client(paho.Client):
         return self._inbox_of is self._sock and self._inbox_at < len(self._inbox)
 
     def _sock_recv(self, bufsize: int) -> bytes:
+        held = self._held
+        if held is not None:  # what `_fill` met, for paho to report as its own read would have
+            self._held = None
+            if isinstance(held, BaseException):
+                raise held
+            return held  # b"": closed
         if not self.inbox_holds():
             data = super()._sock_recv(READ_SIZE)  # BlockingIOError when there is nothing
             self._inbox, self._inbox_at, self._inbox_of = data, 0, self._sock
@@ -173,6 +193,51 @@ class _Client(paho.Client):
         start = self._inbox_at
         self._inbox_at = start + bufsize
         return self._inbox[start : start + bufsize]
+
+    def _fill(self) -> None:
+        """Read what the socket holds into the inbox (BlockingIOError: nothing). A closed socket or
+        an error is held for paho's next read (`_sock_recv`), which handles it as before."""
+        try:
+            data = super()._sock_recv(READ_SIZE)
+        except BlockingIOError:
+            raise
+        except OSError as err:  # ssl's errors too
+            self._held = err
+            return
+        self._inbox, self._inbox_at, self._inbox_of = data, 0, self._sock
+        if not data:
+            self._held = data
+
+    def _take_pubacks(self) -> int:
+        """The PUBACKs for the link's messages that lead the inbox, each straight to `on_publish`
+        (2 bytes of packet id, or 3 whose reason code says delivered); how many. Anything else,
+        or a packet not all read yet, is left to paho's reader: 4 of paho's calls and 3 slices a
+        PUBACK were about a fifth of a message's cost."""
+        inbox, at = self._inbox, self._inbox_at
+        end = len(inbox)
+        ours, theirs = self.ours, self._out_messages
+        taken = 0
+        while at + 4 <= end and inbox[at] == _PUBACK:
+            size = inbox[at + 1]
+            if size == 2:
+                code = 0
+            elif size == 3 and at + 5 <= end and inbox[at + 4] in _DELIVERED:
+                code = inbox[at + 4]
+            else:
+                break
+            mid = inbox[at + 2] << 8 | inbox[at + 3]
+            if mid not in ours or mid in theirs:
+                break
+            at += 2 + size
+            self._inbox_at = at  # first: the callback may publish (it never reads)
+            taken += 1
+            on_publish = self.on_publish
+            if on_publish is not None:
+                on_publish(self, self._userdata, mid, _DELIVERED[code], _NO_PROPERTIES)  # type: ignore[call-arg]
+        if taken:
+            with self._msgtime_mutex:
+                self._last_bytes_received = time_func()
+        return taken
 
     def publishable(self, topic: str) -> bytes:
         """`topic` encoded, or ValueError as paho's `publish` gives it (empty, a wildcard, too long)."""
@@ -183,8 +248,22 @@ class _Client(paho.Client):
         return encoded
 
     def send_qos1(self, messages: Sequence[tuple[int, bytes, "Message"]], v5: bool) -> None:
-        """(packet id, topic as `publishable` gave it, message) each, in one write."""
+        """(packet id, topic as `publishable` gave it, message) each, in one write: straight to the
+        socket when paho has nothing waiting to go out, else (and what the socket did not take)
+        behind it on paho's output, which `MqttLink` writes at once or when the socket has room.
+        An error is left for paho's writer to meet and handle."""
         data = b"".join(publish_packet(topic, m.payload, m.retain, mid, v5) for mid, topic, m in messages)
+        if not self._out_packet and self._sock is not None:
+            try:
+                sent = self._sock_send(data)
+            except OSError:  # BlockingIOError (a full buffer) among them
+                sent = 0
+            if sent:
+                with self._msgtime_mutex:
+                    self._last_msg_out = time_func()
+                if sent == len(data):
+                    return
+                data = data[sent:]
         self._packet_queue(_PUBLISH | 2, data, 0, 1)
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:

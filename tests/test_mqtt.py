@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import tempfile
@@ -514,3 +515,45 @@ def test_over_tls_acknowledgements_and_messages_arrive_whole(tls_mosquitto: Mosq
     received, published = asyncio.run(scenario())
     assert published == len(sent)
     assert [(m.topic, m.payload) for m in received] == [(f"{base}/in/{n}", p) for n, p in enumerate(sent)]
+
+
+def test_what_a_full_socket_does_not_take_goes_out_when_the_broker_reads_again() -> None:
+    """A broker that stops reading (SIGSTOP) fills the socket: the link writes what the socket
+    takes, keeps the rest, and sends it, in order and whole, once the broker reads again."""
+    base = unique_base()
+    messages = [
+        Message(f"{base}/{n}", payload, receipt=f"r{n}")
+        for n, payload in enumerate(patterned([200_000] * 100))  # 20 MB: more than loopback buffers
+    ]
+    with private_mosquitto() as broker:
+        assert broker.proc is not None
+        watcher = Watcher(broker.port, f"{base}/#")
+
+        async def scenario() -> tuple[bool, list[str]]:
+            link = await started_link(broker.port, base, queue_size=len(messages))
+            receipts: list[str] = []
+            link.on_delivered = receipts.extend
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                for n in range(0, len(messages), 2):
+                    assert link.publish(messages[n : n + 2])
+                held_back = link._client.want_write()  # bytes the socket would not take, kept
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    await link.flush()
+                await eventually(lambda: len(receipts) == len(messages), "every receipt")
+            finally:
+                link.stop()
+            return held_back, receipts
+
+        try:
+            held_back, receipts = asyncio.run(scenario())
+            assert held_back
+            assert receipts == [m.receipt for m in messages]
+            arrived = _wait_all(watcher, [m.topic for m in messages])
+            assert [m.payload for m in arrived] == [m.payload for m in messages]
+        finally:
+            watcher.close()
