@@ -5,6 +5,7 @@ import contextlib
 import logging
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
@@ -53,6 +54,7 @@ CLEAN_STOP = "clean_stop"
 # `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
 # so a thousand phones joining cost a few lists, not a thousand.
 DEVICES_EVERY = 1.0
+HTTP_URL_FOR = 60.0  # seconds the bridge's own address, once looked up, is used before looking again
 
 
 def utcnow() -> datetime:
@@ -121,6 +123,7 @@ class Bridge:
         self._announce_due: asyncio.TimerHandle | None = None
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
         self._devices_sent = float("-inf")  # loop time of the last one
+        self._http_url: tuple[str, float] | None = None  # `http_url()`, and when it was found
 
     @property
     def devices(self) -> dict[str, Device]:
@@ -704,7 +707,13 @@ class Bridge:
         }
 
     def http_url(self) -> str:
-        return http_url(self.config.http)
+        """`http_url(config.http)`, looked up at most once every HTTP_URL_FOR: with no public_url
+        it asks the resolver for this host's address, on the loop, and every phone's discovery
+        carries it (Home Assistant's birth message republishes all of them at once)."""
+        now = time.monotonic()
+        if self._http_url is None or now - self._http_url[1] >= HTTP_URL_FOR:
+            self._http_url = (http_url(self.config.http), now)
+        return self._http_url[0]
 
     def _info(self) -> dict[str, object]:
         return {

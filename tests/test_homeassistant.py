@@ -9,6 +9,7 @@ payloads the bridge really publishes.
 import json
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -554,3 +555,31 @@ def test_buttons_send_answer_and_hangup() -> None:
     for key, command in (("answer", "answer"), ("hangup", "hangup")):
         assert components[key]["command_topic"] == f"amego/{MAC}/command"
         assert components[key]["payload_press"] == command
+
+
+def test_discovery_of_many_phones_looks_up_the_bridges_own_address_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With http.host 0.0.0.0 the bridge finds its own address through the resolver, on the loop,
+    and every phone's discovery carries it: Home Assistant's birth message republishes them all."""
+    looked_up: list[str] = []
+    real = socket.gethostbyname
+
+    def counted(name: str) -> str:
+        looked_up.append(name)
+        return real(name)
+
+    monkeypatch.setattr(socket, "gethostbyname", counted)
+    config, _ = parse_config({"http": {"host": "0.0.0.0", "port": 8123}, "arp": {"enabled": False}}, env={})
+    bridge = Bridge(config)
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    devices = [bridge.registry.new(f"0015650000{n:02x}", "yealink", True, now) for n in range(200)]
+    messages = bridge.discovery.all(devices)
+    assert len(messages) == 200
+    assert len(looked_up) == 1
+    url = bridge.http_url()
+    assert url.startswith("http://")
+    assert url.endswith(":8123")
+    assert "0.0.0.0" not in url
+    assert all(url.encode() in m.payload for m in messages)
+    assert len(looked_up) == 1
