@@ -114,7 +114,7 @@ class Requests:
         entry = device.entry()
         bridge.publish_forced(
             [
-                bridge.out.devices(bridge.registry.entries()),
+                bridge.out.devices(bridge.registry.devices_json()),
                 bridge.out.bridge_event("device_updated", {"old_name": old_name, **entry}),
             ]
         )
@@ -135,7 +135,7 @@ class Requests:
                 *bridge.out.clear(device.id),
                 bridge.discovery.clear(device.id),
                 bridge.out.bridge_event("device_removed", data),
-                bridge.out.devices(bridge.registry.entries()),
+                bridge.out.devices(bridge.registry.devices_json()),
             ]
         )
         log.info("phone %s removed; its retained topics are cleared", device.id)

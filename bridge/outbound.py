@@ -35,8 +35,9 @@ class Outbound:
     def state(self, online: bool) -> Message:
         return self.bridge(BridgeTopic.STATE, payloads.availability(online), retain=True)
 
-    def devices(self, entries: list[dict[str, object]]) -> Message:
-        return self.bridge(BridgeTopic.DEVICES, entries, retain=True)
+    def devices(self, payload: bytes) -> Message:
+        """`bridge/devices`, as `Registry.devices_json()` has it."""
+        return Message(self.topics.bridge(BridgeTopic.DEVICES), payload, retain=True, qos=self.qos)
 
     def event(self, device_id: str, payload: object) -> Message:
         return self.device(device_id, DeviceTopic.EVENT, payload, retain=False)

@@ -332,7 +332,7 @@ class Bridge:
             self._devices_due = None
         with contextlib.suppress(RuntimeError):
             self._devices_sent = asyncio.get_running_loop().time()
-        self.publish_forced([self.out.devices(self.registry.entries())])
+        self.publish_forced([self.out.devices(self.registry.devices_json())])
 
     def flush_devices(self) -> None:
         """A planned restatement of `bridge/devices`, now (before stopping)."""
@@ -587,7 +587,7 @@ class Bridge:
             [
                 self.out.state(True),
                 self.out.bridge(BridgeTopic.INFO, self._info(), retain=True),
-                self.out.devices(self.registry.entries()),
+                self.out.devices(self.registry.devices_json()),
             ]
         )
         self._restate("retained", self._retained)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge import payloads
 from bridge.mqtt import Endpoint
 from bridge.service import Bridge
 from tests.conftest import (
@@ -168,3 +169,33 @@ def test_silent_phones_go_offline_with_one_log_line_when_many_do(
         assert lines[0].startswith(f"{phones} phones are offline: nothing heard for 60 s (0015650000")
     else:
         assert sorted(lines) == [f"phone {mac} is offline: nothing heard for 60 s" for mac in macs]
+
+
+def test_bridge_devices_is_encoded_again_only_for_phones_that_changed() -> None:
+    """`bridge/devices` is joined from each phone's encoded entry, kept until something it shows
+    changes: the payload is the one encoding every entry gives, after each kind of change."""
+    bridge = Bridge(make_config(unique_base(), "mqtt://127.0.0.1:1"))
+    registry = bridge.registry
+    t0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+    for n in range(5):
+        device = registry.new(f"0015650000{n:02x}", "yealink", True, t0)
+        registry.devices[device.id] = device
+    [first, second, third, fourth, fifth] = registry.devices.values()
+
+    def as_one() -> bytes:
+        return payloads.encode(registry.entries())
+
+    assert registry.devices_json() == as_one()
+    kept = [d.entry_json() for d in registry.devices.values()]
+    assert all(d.entry_json() is k for d, k in zip(registry.devices.values(), kept, strict=True))
+    first.phone = replace(first.phone, last_seen=t0 + timedelta(seconds=5), model="SIP-T46U")
+    second.name = "Front desk"
+    third.first_seen = t0 + timedelta(hours=1)
+    fourth.configured = True
+    fifth.mac = "0015650000ff"
+    assert registry.devices_json() == as_one()
+    assert all(d.entry_json() is not k for d, k in zip(registry.devices.values(), kept, strict=True))
+    assert json.loads(registry.devices_json())[1]["name"] == "Front desk"
+    del registry.devices[third.id]
+    assert registry.devices_json() == as_one()
+    assert bridge.out.devices(registry.devices_json()).payload == as_one()
