@@ -4,6 +4,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 from bridge.profiles import Profile
 
@@ -138,6 +139,7 @@ def present(value: str | None) -> str | None:
     return value
 
 
+@lru_cache(maxsize=1024)  # as parse_party: a phone sends its own MAC on every hit
 def parse_mac(value: str | None) -> str | None:
     """A MAC in any common spelling as 12 lowercase hex digits; None when it is not one."""
     if value is None:
@@ -152,6 +154,7 @@ def format_mac(mac: str) -> str:
     return ":".join(mac[i : i + 2] for i in range(0, 12, 2))
 
 
+@lru_cache(maxsize=2048)  # a phone's own party on every hit, the other one on every hit of a call
 def parse_party(value: str | None) -> tuple[str | None, str | None]:
     """(number, display name) of a SIP URI, a name-addr or a plain number."""
     if value is None:
