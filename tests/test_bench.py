@@ -44,6 +44,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         "peak RSS",
         "10,000",
         "50 phones / 500 records restored",
+        "p99 at 1000 hits/s in each round",
     )
     for row in rows:
         assert row in table
@@ -54,6 +55,9 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         assert found["max"]["statuses"]["200"] > 0
         assert found["at"]["1000"]["delivered"] > 0  # stamped hits came through MQTT
         assert isinstance(found["at"]["1000"]["cpu_wait_percent"], float)  # read from the kernel, for each
+        rounds = found["rounds"]["1000"]
+        assert len(rounds) == 2  # the tiny plan's rounds at the top rate
+        assert found["at"]["1000"] in rounds  # one of them counts, not a blend
         assert found["peak_rss_mb"] > 0
         assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
     assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined
