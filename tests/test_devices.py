@@ -171,6 +171,31 @@ def test_silent_phones_go_offline_with_one_log_line_when_many_do(
         assert sorted(lines) == [f"phone {mac} is offline: nothing heard for 60 s" for mac in macs]
 
 
+def test_silent_phones_are_looked_for_as_often_as_offline_after_needs() -> None:
+    """The look for silent phones walks every phone: it runs every sixtieth of offline_after, at
+    most once a minute, not on every tick. A phone goes offline at most that much late; a clock
+    that goes back does not put off the next look."""
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    now = [start]
+    config = make_config(unique_base(), "mqtt://127.0.0.1:1", {"devices": {"offline_after": 7200}})
+    bridge = Bridge(config, clock=lambda: now[0])
+    device = bridge.registry.new(MAC, "yealink", True, start)
+    device.phone = replace(device.phone, last_seen=start)
+    device.online = True
+    bridge.registry.devices[MAC] = device
+
+    def tick_at(seconds: int) -> bool | None:
+        now[0] = start + timedelta(seconds=seconds)
+        bridge.tick()
+        return bridge.devices[MAC].online
+
+    offline_at = next(second for second in range(30, 8000) if not tick_at(second))
+    assert offline_at == 7230  # silent past 7,200 s from 7,201 on; the looks: 30 s, 90 s, ... 7,230 s
+    device.online = True
+    bridge.heard[MAC] = start - timedelta(seconds=7300)  # silent already, by the clock set back
+    assert tick_at(100) is False  # the clock went back: a look at once, not at 7,290 s
+
+
 def test_bridge_devices_is_encoded_again_only_for_phones_that_changed() -> None:
     """`bridge/devices` is joined from each phone's encoded entry, kept until something it shows
     changes: the payload is the one encoding every entry gives, after each kind of change."""
