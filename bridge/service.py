@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import sqlite3
@@ -153,6 +154,13 @@ class Bridge:
             "storage %s: %d phones, %d calls, %d messages to deliver",
             store.path, len(self.devices), store.count_calls(), len(self.backlog),
         )  # fmt: skip
+        if self.devices:
+            # What was restored lives as long as the bridge, and each full collection walked it
+            # on the loop: 63-83 ms for 10,000 phones in-process, 100-160 ms in the running bridge
+            # under load, where a hit takes 0.2 ms. Frozen, the collector leaves it alone;
+            # reference counting still frees what a phone's next hit replaces.
+            gc.collect()
+            gc.freeze()
 
     def attach(self, link: MqttLink) -> None:
         self.link = link
