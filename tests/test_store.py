@@ -240,3 +240,25 @@ def test_what_a_bridge_restores_is_left_alone_by_the_garbage_collector() -> None
     finally:
         bridge.close()
         gc.unfreeze()  # the rest of the test run collects as usual
+
+
+def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """Each hit's commit appends a page to the WAL, and the checkpoint syncs what piled up while
+    the loop goes on writing: a new store's pages are 1 kB (SQLite's default is 4). A store made
+    before keeps its page size, and its contents."""
+    new = Store(tmp_path / "new")
+    new.save(None, [record("a", 1)])
+    new.close()
+    with closing(sqlite3.connect(tmp_path / "new" / "amego.sqlite3")) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
+    (tmp_path / "old").mkdir()
+    with closing(sqlite3.connect(tmp_path / "old" / "amego.sqlite3")) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version = 1;\nCOMMIT;")
+    old = Store(tmp_path / "old")
+    old.save(None, [record("a", 2)])
+    old.close()
+    with closing(sqlite3.connect(tmp_path / "old" / "amego.sqlite3")) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert [r.call_id for r in Store(tmp_path / "old").calls(CallQuery())] == ["c2"]
