@@ -218,6 +218,7 @@ def test_bridge_devices_is_encoded_again_only_for_phones_that_changed() -> None:
     third.first_seen = t0 + timedelta(hours=1)
     fourth.configured = True
     fifth.mac = "0015650000ff"
+    fifth.id = "0015650000fe"  # (the registry would move it; the entry follows its id all the same)
     assert registry.devices_json() == as_one()
     assert all(d.entry_json() is not k for d, k in zip(registry.devices.values(), kept, strict=True))
     assert json.loads(registry.devices_json())[1]["name"] == "Front desk"
