@@ -93,8 +93,8 @@ PLANS = {
     ),
     "tiny": Plan(
         20,
-        0.5,
-        1,
+        max_seconds=0.5,
+        max_rounds=1,
         latency_seconds=0.4,
         state_step=10,
         state_budget=5,

@@ -107,6 +107,14 @@ _PUBLISH = 0x30
 _PUBACK = 0x40
 
 
+def _delivery(size: int, code: int) -> ReasonCode | None:
+    """The reason of a PUBACK of `size` bytes after its fixed header (`code`: its third byte) when
+    it says delivered and carries nothing more, else None (paho's decoder reads it)."""
+    if size == 2:
+        return _DELIVERED[0]
+    return _DELIVERED.get(code) if size == 3 else None
+
+
 def publish_packet(topic: bytes, payload: bytes, retain: bool, mid: int, v5: bool) -> bytes:
     """A QoS 1 PUBLISH packet (MQTT 3.1.1 §3.3, MQTT 5 §3.3 with no properties)."""
     variable = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + (b"\0" if v5 else b"")
@@ -129,10 +137,13 @@ class _Client(paho.Client):
     fifth of a hit's CPU (bench/README.md, "Known costs"). `MqttLink` keeps its own record of what
     is in flight and sends again after a reconnect itself, so paho's is not needed for these:
 
-    - `send_qos1` encodes a batch of QoS 1 PUBLISH packets and queues them on paho's output as one
-      write, behind anything paho has queued (order holds), with packet ids from paho's counter.
-    - A PUBACK for one of them goes straight to `on_publish`: a 2-byte PUBACK, or one of 3 whose
-      reason code says delivered, with shared objects; any other through paho's own decoder.
+    - `send_qos1` encodes a batch of QoS 1 PUBLISH packets, with packet ids from paho's counter,
+      and writes them in one `send` when paho has nothing waiting; else, and whatever the socket
+      did not take, behind paho's own output (order holds).
+    - The socket is read 64 kB at a time into an inbox (`_sock_recv`). The PUBACKs of these
+      messages that lead it are taken in place (`_take_pubacks`); one paho's reader has read goes
+      to `_handle_pubackcomp`. Either way a PUBACK that says delivered and carries nothing more
+      (`_delivery`) is answered with shared objects, any other through paho's own decoder.
       PUBACKs of what paho sent itself, and PUBCOMPs, take paho's own path.
 
     paho is pinned in pyproject.toml; tests/test_mqtt.py covers both protocol versions, refusals
@@ -179,24 +190,21 @@ class _Client(paho.Client):
         return self._inbox_of is self._sock and self._inbox_at < len(self._inbox)
 
     def _sock_recv(self, bufsize: int) -> bytes:
+        if self._held is None and not self.inbox_holds():
+            self._fill()  # BlockingIOError when there is nothing
         held = self._held
-        if held is not None:  # what `_fill` met, for paho to report as its own read would have
+        if held is not None:  # a closed socket or an error: paho reports it as before
             self._held = None
             if isinstance(held, BaseException):
                 raise held
             return held  # b"": closed
-        if not self.inbox_holds():
-            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when there is nothing
-            self._inbox, self._inbox_at, self._inbox_of = data, 0, self._sock
-            if not data:
-                return data  # closed
         start = self._inbox_at
         self._inbox_at = start + bufsize
         return self._inbox[start : start + bufsize]
 
     def _fill(self) -> None:
         """Read what the socket holds into the inbox (BlockingIOError: nothing). A closed socket or
-        an error is held for paho's next read (`_sock_recv`), which handles it as before."""
+        an error is held for paho's read (`_sock_recv`), which reports it as paho's own would."""
         try:
             data = super()._sock_recv(READ_SIZE)
         except BlockingIOError:
@@ -219,21 +227,16 @@ class _Client(paho.Client):
         taken = 0
         while at + 4 <= end and inbox[at] == _PUBACK:
             size = inbox[at + 1]
-            if size == 2:
-                code = 0
-            elif size == 3 and at + 5 <= end and inbox[at + 4] in _DELIVERED:
-                code = inbox[at + 4]
-            else:
-                break
+            if at + 2 + size > end:
+                break  # not all read yet
+            reason = _delivery(size, inbox[at + 4] if size == 3 else 0)
             mid = inbox[at + 2] << 8 | inbox[at + 3]
-            if mid not in ours or mid in theirs:
+            if reason is None or mid not in ours or mid in theirs:
                 break
             at += 2 + size
             self._inbox_at = at  # first: the callback may publish (it never reads)
             taken += 1
-            on_publish = self.on_publish
-            if on_publish is not None:
-                on_publish(self, self._userdata, mid, _DELIVERED[code], _NO_PROPERTIES)  # type: ignore[call-arg]
+            self._acknowledged(mid, reason, _NO_PROPERTIES)
         if taken:
             with self._msgtime_mutex:
                 self._last_bytes_received = time_func()
@@ -274,16 +277,19 @@ class _Client(paho.Client):
             with self._out_message_mutex:
                 theirs = mid in self._out_messages
             if not theirs:
-                if size == 2 or (size == 3 and packet[2] in _DELIVERED):
-                    reason, properties = _DELIVERED[packet[2] if size == 3 else 0], _NO_PROPERTIES
-                else:
+                reason, properties = _delivery(size, packet[2] if size == 3 else 0), _NO_PROPERTIES
+                if reason is None:
                     decoded = paho_packet.decode_puback(self._in_packet["command"], packet, self._protocol)
                     reason, properties = decoded.reason, decoded.properties
-                on_publish = self.on_publish
-                if on_publish is not None:
-                    on_publish(self, self._userdata, mid, reason, properties)  # type: ignore[call-arg]
+                self._acknowledged(mid, reason, properties)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_pubackcomp(cmd)
+
+    def _acknowledged(self, mid: int, reason: ReasonCode, properties: Properties) -> None:
+        """A PUBACK of the link's, straight to `on_publish`."""
+        on_publish = self.on_publish
+        if on_publish is not None:
+            on_publish(self, self._userdata, mid, reason, properties)  # type: ignore[call-arg]
 
 
 class MqttLink:
