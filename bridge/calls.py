@@ -5,11 +5,12 @@ Pure: time is always the `now` argument (timezone-aware UTC); no clock, no I/O.
 
 import functools
 from collections.abc import Callable, Iterable, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bridge.events import EventType, PhoneEvent
+from bridge.frozen import frozen
 
 
 class CallState(StrEnum):
@@ -48,7 +49,7 @@ class LineState(StrEnum):
     LOGGED_OFF = "logged_off"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Call:
     key: str  # stable for the call's life, whatever ids the phone sends later
     state: CallState  # dialing, ringing, talking or held
@@ -63,7 +64,7 @@ class Call:
     name_source: str | None = None  # "phone" or "contacts"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CallRecord:
     call_id: str | None
     device: str
@@ -80,7 +81,7 @@ class CallRecord:
     name_source: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Phone:
     device: str
     phone_type: str = "generic"
@@ -108,7 +109,7 @@ class Phone:
         return CallState.OFFHOOK if self.hook is Hook.OFF else CallState.IDLE
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Transition:
     phone: Phone
     ended: tuple[CallRecord, ...] = ()

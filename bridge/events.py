@@ -2,10 +2,11 @@
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from functools import lru_cache
 
+from bridge.frozen import frozen
 from bridge.profiles import Profile
 
 
@@ -86,14 +87,14 @@ def normalise_event(name: str, profile: Profile | None = None) -> tuple[str, Eve
     return name.lower().replace("-", "_"), None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RawHit:
     method: str
     path: str
     query: str  # as received, with the token's value masked
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PhoneEvent:
     event_type: str  # canonical name, or the normalised name of an unknown event
     kind: EventType | None  # None: unknown event, changes no state

@@ -5,13 +5,13 @@ fan-out of server-sent events to open pages. Standard library only; the bridge k
 import asyncio
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.calls import CallRecord
+from bridge.frozen import frozen
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HitSeen:
     """One request the bridge answered as a hit: accepted (status 200) or refused with a reason."""
 
@@ -25,7 +25,7 @@ class HitSeen:
     device: str | None  # the device id, when the bridge got that far
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DeviceChanged:
     """A phone's call, status or name changed; a device no longer in `Bridge.devices` was removed."""
 
@@ -36,7 +36,7 @@ class DeviceChanged:
 UiEvent = HitSeen | DeviceChanged
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LoggedHit:
     seq: int
     hit: HitSeen

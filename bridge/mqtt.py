@@ -47,6 +47,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.frozen import frozen
+
 log = logging.getLogger(__name__)
 
 # Messages sent and not yet acknowledged, at most; fewer when an MQTT 5 broker's CONNACK gives a
@@ -68,7 +70,7 @@ RETRY_FIRST = 1.0
 RETRY_LAST = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Message:
     topic: str
     payload: bytes

@@ -24,6 +24,7 @@ from bridge.control import PhoneControl, Response
 from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
 from bridge.feed import DeviceChanged, HitSeen, UiEvent
+from bridge.frozen import frozen
 from bridge.metrics import Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
@@ -95,6 +96,18 @@ def http_url(http: HttpConfig) -> str:
 
 def call_changed(old: Phone, new: Phone) -> bool:
     return (old.calls, old.last_call, old.state) != (new.calls, new.last_call, new.state)
+
+
+@frozen
+class Outcome:
+    """What a step does to a device, worked out once for its messages, its store and its commit."""
+
+    step: Transition
+    call_changed: bool  # its calls, last call or call state
+    call_due: bool  # `call` is published: it changed, or the phone speaks for the first time since start
+    status_due: bool  # `status` is published (`Bridge._status_due`)
+    online: bool | None  # the device's `online` once committed
+    call_updated: datetime | None  # and its `call_updated`
 
 
 class Bridge:
@@ -278,11 +291,12 @@ class Bridge:
             device = replace(device, first_seen=now)
         known = event.kind is not None
         step = apply(device.phone, event, now) if known else Transition(device.phone)
+        outcome = self._outcome(device, step, now, online=known)
         receipts = [uuid.uuid4().hex for _ in step.ended]
         messages.append(
             self.out.event(device_id, payloads.event(event, device_id, mac_resolved, now, step.matched))
         )
-        messages += self._changes(device, step, now, event.raw, receipts, online=known)
+        messages += self._changes(device, outcome, now, event.raw, receipts)
         if joined or old is not None:  # the entry is built only then: most hits need none
             entry = replace(device, phone=step.phone).entry()
             if joined:
@@ -296,9 +310,7 @@ class Bridge:
         registry_changed = (
             joined or old is not None or registry_view(device.phone) != registry_view(step.phone)
         )
-        self._store(
-            device, step, now, receipts, moved_from=old.id if old else None, force=joined, online=known
-        )
+        self._store(device, outcome, receipts, moved_from=old.id if old else None, force=joined)
         link.publish(messages)
         if joined:
             log.info("new phone %s (%s) from %s", device_id, event.phone_type, event.source)
@@ -313,7 +325,7 @@ class Bridge:
             self.heard[device_id] = now
             if device_id in self.polled:  # a phone that sends hits is there, whatever polls said
                 self.polled[device_id] = self.polled[device_id].after(True)
-        self._commit(device, step, now, online=known)
+        self._commit(device, outcome, now)
         if registry_changed:
             self.devices_changed()
         self.discovery.update(device)
@@ -352,29 +364,41 @@ class Bridge:
         if self._devices_due is not None:
             self.publish_devices()
 
+    def _outcome(self, device: Device, step: Transition, now: datetime, online: bool) -> Outcome:
+        """`online`: the step comes from the phone itself, so it is there."""
+        changed = call_changed(device.phone, step.phone)
+        call_due = changed or (device.call_updated is None and online)
+        return Outcome(
+            step,
+            call_changed=changed,
+            call_due=call_due,
+            status_due=self._status_due(device, step.phone, now),
+            online=True if online else device.online,
+            call_updated=now if call_due else device.call_updated,
+        )
+
     def _changes(
         self,
         device: Device,
-        step: Transition,
+        outcome: Outcome,
         now: datetime,
         cause: RawHit | None,
         receipts: Sequence[str | None],
-        online: bool,
     ) -> list[Message]:
         """The messages a step publishes, before anything is committed."""
-        old, new = device.phone, step.phone
+        step, new = outcome.step, outcome.step.phone
         out = [
             self._call_ended(device, rec, cause, now, receipt)
             for rec, receipt in zip(step.ended, receipts, strict=True)
         ]
-        if call_changed(old, new) or (device.call_updated is None and online):
+        if outcome.call_due:
             out.append(self.out.call(device.id, new, now))
         if step.ended:
             records = [*reversed(step.ended), *device.history][: self.config.calls.history_size]
             out.append(self.out.history(device.id, records))
-        if self._status_due(device, new, now):
+        if outcome.status_due:
             out.append(self.out.status(device.id, new))
-        if online and device.online is not True:
+        if outcome.online and device.online is not True:
             out.append(self.out.availability(device.id, True))
         return out
 
@@ -388,31 +412,24 @@ class Bridge:
     def _store(
         self,
         device: Device,
-        step: Transition,
-        now: datetime,
+        outcome: Outcome,
         receipts: Sequence[str | None],
         moved_from: str | None = None,
         force: bool = False,
-        online: bool = False,
     ) -> None:
         """Write what a step changed, before it is published: a hit answered 200 survives a kill.
         Only last_seen changing is written at most once a minute. What is written is the device
-        as `_commit` will leave it (`online`: as for `_commit`)."""
+        as `_commit` will leave it."""
         store = self.store
         if store is None:
             return
-        worth = (
-            force
-            or bool(step.ended)
-            or call_changed(device.phone, step.phone)
-            or self._status_due(device, step.phone, now)
-        )
-        if not worth:
+        step = outcome.step
+        if not (force or step.ended or outcome.call_changed or outcome.status_due):
             return
         try:
             if moved_from is not None:
                 store.rename_device(moved_from, device.id)
-            stored = device.stored(step.phone, *self._settled(device, step, now, online))
+            stored = device.stored(step.phone, outcome.online, outcome.call_updated)
             store.save(stored, step.ended, receipts)
         except sqlite3.Error as err:
             log.error("storage: %s", err)
@@ -423,22 +440,15 @@ class Bridge:
         if self.store is not None:
             self.store.save(device.stored())
 
-    def _commit(self, device: Device, step: Transition, now: datetime, online: bool) -> None:
-        if self._status_due(device, step.phone, now):
+    def _commit(self, device: Device, outcome: Outcome, now: datetime) -> None:
+        step = outcome.step
+        if outcome.status_due:
             device.status_published = now
-        device.online, device.call_updated = self._settled(device, step, now, online)
+        device.online, device.call_updated = outcome.online, outcome.call_updated
         device.history.extendleft(step.ended)
         device.phone = step.phone
         if self.listeners:
             self.notify(DeviceChanged(device.id, step.ended))
-
-    def _settled(
-        self, device: Device, step: Transition, now: datetime, online: bool
-    ) -> tuple[bool | None, datetime | None]:
-        """The device's `online` and `call_updated` once `step` is committed (`online`: the step
-        comes from the phone itself, so it is there)."""
-        changed = call_changed(device.phone, step.phone) or (device.call_updated is None and online)
-        return (True if online else device.online), (now if changed else device.call_updated)
 
     def _status_due(self, device: Device, new: Phone, now: datetime) -> bool:
         old = device.phone
@@ -495,14 +505,15 @@ class Bridge:
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
             if step.phone is device.phone:
                 continue
+            outcome = self._outcome(device, step, now, online=False)
             receipts = [uuid.uuid4().hex for _ in step.ended]
-            messages = self._changes(device, step, now, None, receipts, online=False)
+            messages = self._changes(device, outcome, now, None, receipts)
             try:
-                self._store(device, step, now, receipts)
+                self._store(device, outcome, receipts)
             except Refused:
                 continue  # storage trouble: try again next tick
             self.publish_forced(messages)
-            self._commit(device, step, now, online=False)
+            self._commit(device, outcome, now)
 
     def _offline_check(self, now: datetime, silence: timedelta) -> bool:
         """Whether this tick looks for silent phones: every OFFLINE_CHECKS-th of `silence`, at most
@@ -587,8 +598,9 @@ class Bridge:
         if fixed.phone is device.phone:
             return
         step = fixed.transition
+        outcome = self._outcome(device, step, now, online=False)
         receipts = [uuid.uuid4().hex for _ in step.ended]
-        messages = self._changes(device, step, now, None, receipts, online=False)
+        messages = self._changes(device, outcome, now, None, receipts)
         if fixed.corrections:
             payload = resync_payload(
                 device.id, device.phone.phone_type, list(fixed.corrections), now, device.mac_resolved
@@ -596,11 +608,11 @@ class Bridge:
             messages.append(self.out.event(device.id, payload))
             log.info("%s resynced: %s", device.id, "; ".join(fixed.corrections))
         try:
-            self._store(device, step, now, receipts, force=True)
+            self._store(device, outcome, receipts, force=True)
         except Refused:
             return  # storage trouble: the next poll tries again
         self.publish_forced(messages)
-        self._commit(device, step, now, online=False)
+        self._commit(device, outcome, now)
 
     def set_online(self, device: Device, online: bool, why: str, *, quiet: bool = False) -> None:
         device.online = online

@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
+from bridge.frozen import frozen
 from bridge.mqtt import Message
 
 FILE_NAME = "amego.sqlite3"
@@ -76,7 +77,7 @@ class StoreError(Exception):
     """The store cannot be opened or is from a newer version of the bridge."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StoredDevice:
     id: str
     mac: str | None
