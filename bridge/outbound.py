@@ -43,7 +43,8 @@ class Outbound:
         return self.device(device_id, DeviceTopic.EVENT, payload, retain=False)
 
     def call(self, device_id: str, phone: Phone, updated: datetime) -> Message:
-        return self.device(device_id, DeviceTopic.CALL, payloads.call_state(phone, updated), retain=True)
+        payload = payloads.call_state(phone, updated, self._record)
+        return self.device(device_id, DeviceTopic.CALL, payload, retain=True)
 
     def status(self, device_id: str, phone: Phone) -> Message:
         return self.device(device_id, DeviceTopic.STATUS, payloads.status(phone), retain=True)

@@ -1,7 +1,7 @@
 """The JSON shapes of CONTRACT §2, built from the core's values. Pure."""
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
 
@@ -71,7 +71,8 @@ def record(rec: CallRecord) -> Json:
     }
 
 
-def call_state(phone: Phone, updated: datetime) -> Json:
+def call_state(phone: Phone, updated: datetime, recorded: Callable[[CallRecord], Json] = record) -> Json:
+    """`recorded`: the payload of the last call (`Outbound` keeps those it built)."""
     current = phone.current
     flat = (
         active_call(current)
@@ -83,7 +84,7 @@ def call_state(phone: Phone, updated: datetime) -> Json:
         "state": phone.state.value,
         **flat,
         "calls": [active_call(c) for c in phone.calls],
-        "last_call": record(phone.last_call) if phone.last_call else None,
+        "last_call": recorded(phone.last_call) if phone.last_call else None,
         "updated": iso(updated),
     }
 
