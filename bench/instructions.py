@@ -1,6 +1,6 @@
 """Instructions per hit, the bridge against the relay: a count that a busy machine does not change.
 
-    python bench/instructions.py             # about a minute
+    python bench/instructions.py             # one to two minutes
     python bench/instructions.py --calls 20  # about a hundred hits (tests/test_bench.py)
 
 Each server runs under valgrind's callgrind, which counts the instructions every thread of it
