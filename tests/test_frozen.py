@@ -1,0 +1,73 @@
+"""`@frozen` (bridge/frozen.py): records that mypy holds frozen and that are plain at run time.
+
+Run time no longer refuses an assignment to their fields, so the type checker must: this runs
+mypy on code that assigns a field of every `@frozen` class, and expects a refusal for each.
+"""
+
+import dataclasses
+import importlib
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mypy import api as mypy_api
+
+from bridge.calls import Call, CallState, Phone
+
+ROOT = Path(__file__).resolve().parent.parent
+_FROZEN = re.compile(r"^@frozen\nclass (\w+)", re.MULTILINE)
+
+
+def frozen_classes() -> list[tuple[str, str]]:
+    """(module, class) of every `@frozen` class in the package."""
+    found = []
+    for path in sorted((ROOT / "bridge").glob("*.py")):
+        for name in _FROZEN.findall(path.read_text()):
+            found.append((f"bridge.{path.stem}", name))
+    return found
+
+
+def test_every_frozen_record_is_read_only_for_mypy(tmp_path: Path) -> None:
+    classes = frozen_classes()
+    assert len(classes) >= 8  # the records a hit builds, at least
+    lines = []
+    for index, (module, name) in enumerate(classes):
+        cls = getattr(importlib.import_module(module), name)
+        field = dataclasses.fields(cls)[0].name
+        lines += [
+            f"import {module}",
+            f"def assign_{index}(record: {module}.{name}) -> None:",
+            f"    record.{field} = record.{field}",
+        ]
+    snippet = tmp_path / "assigns.py"
+    snippet.write_text("\n".join(lines) + "\n")
+    out, _, status = mypy_api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(snippet)]
+    )
+    refused = {int(n) for n in re.findall(r"assigns\.py:(\d+): error: .* is read-only", out)}
+    expected = {3 * index + 3 for index in range(len(classes))}
+    assert status == 1
+    assert refused == expected, out
+
+
+def test_frozen_records_compare_and_hash_by_value() -> None:
+    phone = Phone(device="001565aabbcc", model="SIP-T46S")
+    same = Phone(device="001565aabbcc", model="SIP-T46S")
+    assert phone is not same
+    assert phone == same
+    assert hash(phone) == hash(same)
+    assert len({phone, same}) == 1
+    changed = dataclasses.replace(phone, model="SIP-T54W")
+    assert changed != phone
+    assert phone.model == "SIP-T46S"
+    assert not hasattr(phone, "__dict__")  # slots, as before
+
+
+def test_a_call_in_a_phone_is_found_by_value() -> None:
+    """Tuples of records compare field by field: what `call_changed` relies on."""
+    when = datetime(2026, 11, 26, 8, 40, tzinfo=UTC)
+    call = Call("c1", CallState.RINGING, None, "200", None, None, None, when, None, when)
+    a = Phone(device="x", calls=(call,))
+    b = Phone(device="x", calls=(dataclasses.replace(call),))
+    assert a == b
+    assert a != Phone(device="x", calls=(dataclasses.replace(call, state=CallState.TALKING),))
