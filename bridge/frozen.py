@@ -5,8 +5,9 @@ A frozen dataclass sets each field in `__init__` through `object.__setattr__` (i
 fields. A hit builds a dozen such records (its event, the phone after each step, its calls, its
 messages), and under `bench/instructions.py`'s load that was 12 % of the instructions of a hit.
 
-So the records built on every hit (`Phone`, `Call`, `CallRecord`, `Transition`, `PhoneEvent`,
-`RawHit`, `Message`) use this instead of `@dataclass(frozen=True, slots=True)`. For mypy (strict,
+So the records built on every hit (its event, the phone after each step, its calls and their
+records, its messages, its row for the store, its entry in the status page's hit log, its phone's
+discovery info) use this instead of `@dataclass(frozen=True, slots=True)`. For mypy (strict,
 in the test command) they are frozen all the same: assigning a field is a type error, through
 `dataclass_transform(frozen_default=True)`. What they lose is the refusal at run time, which no
 code of the bridge relies on. They keep the frozen dataclass's equality and hash, and

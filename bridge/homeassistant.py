@@ -7,11 +7,11 @@ breaking users' automations, so they never change.
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from bridge import __version__
 from bridge.calls import CallResult, CallState
 from bridge.events import EventType, format_mac
+from bridge.frozen import frozen
 from bridge.profiles import BUILTIN_PROFILES, Profile, profile_for
 from bridge.topics import BridgeTopic, DeviceTopic, Topics
 
@@ -49,7 +49,7 @@ def value_of(key: str) -> str:
     return "{{ value_json." + key + " }}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DeviceInfo:
     """What discovery shows of a phone; a change of any field republishes it."""
 
