@@ -3,7 +3,7 @@
 A frozen dataclass sets each field in `__init__` through `object.__setattr__` (its own
 `__setattr__` refuses), three times the cost of a plain one: 6.5 against 2.5 µs for `Phone`'s 14
 fields. A hit builds a dozen such records (its event, the phone after each step, its calls, its
-messages), and under `bench/instructions.py`'s load that was 12 % of the instructions of a hit.
+messages): 12 % of a hit's instructions under the bench's mix of calls (bench/README.md).
 
 So the records built on every hit (its event, the phone after each step, its calls and their
 records, its messages, its row for the store, its entry in the status page's hit log, its phone's
