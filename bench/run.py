@@ -548,7 +548,7 @@ class Bench:
         it made the run 315 to 323 s."""
         seeder = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.seeding = seeder.submit(
-            timed_seed, self.workdir / "restored" / "data", self.plan.restored_phones, FIRST_RESTORED
+            timed_seed, self.restored_store, self.plan.restored_phones, FIRST_RESTORED
         )
         seeder.shutdown(wait=False)  # the worker ends once it has seeded
         bridge, baseline = self.servers["bridge"], self.servers["baseline"]
@@ -583,16 +583,22 @@ class Bench:
             self.say(f"  {server.name}: {point}")
         results.rss_at_target_mb, results.extrapolated = extrapolate(results.state)
 
+    @property
+    def restored_store(self) -> Path:
+        """Where phase 6's store is seeded: the storage dir `start_bridge` gives a bridge in
+        `workdir / "restored"`."""
+        return self.workdir / "restored" / "data"
+
     def restored(self) -> None:
         """A bridge started on a store with `restored_phones` phones and 10 missed calls each,
         then every phone boots (its registration hits: each phone is active in this process); its
         RSS after that. The baseline gets the same hits."""
         phones, first = self.plan.restored_phones, FIRST_RESTORED
-        directory = self.workdir / "restored"
-        seeding = self.seeding or Future()
+        directory = self.restored_store.parent
         if self.seeding is None:  # phase 5 did not run
-            seeding.set_result(timed_seed(directory / "data", phones, first))
-        records, seed_seconds = seeding.result()
+            records, seed_seconds = timed_seed(self.restored_store, phones, first)
+        else:
+            records, seed_seconds = self.seeding.result()
         self.say(f"  seeded {phones:,} phones, {records:,} records in {seed_seconds} s")
         bridge = start_bridge(directory, self.broker, self.tag + "r")
         try:

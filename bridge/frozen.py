@@ -14,7 +14,6 @@ code of the bridge relies on. They keep the frozen dataclass's equality and hash
 `dataclasses.replace` works on them as before.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar, dataclass_transform
 
@@ -23,5 +22,4 @@ T = TypeVar("T")
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def frozen(cls: type[T]) -> type[T]:
-    made: Callable[[type[T]], type[T]] = dataclass(slots=True, unsafe_hash=True)
-    return made(cls)
+    return dataclass(slots=True, unsafe_hash=True)(cls)

@@ -63,7 +63,7 @@ def test_frozen_records_compare_and_hash_by_value() -> None:
     assert not hasattr(phone, "__dict__")  # slots, as before
 
 
-def test_a_call_in_a_phone_is_found_by_value() -> None:
+def test_phones_with_equal_calls_are_equal() -> None:
     """Tuples of records compare field by field: what `call_changed` relies on."""
     when = datetime(2026, 11, 26, 8, 40, tzinfo=UTC)
     call = Call("c1", CallState.RINGING, None, "200", None, None, None, when, None, when)
