@@ -294,7 +294,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
         device = normalise_device_id(args.device)
         if device is None:
             raise UsageError(f"--device {args.device!r} is not a device id or a MAC")
-    store = Store(directory)
+    store = Store.reader(directory)
     try:
         query = CallQuery(device=device, since=parse_since(args.since, datetime.now(UTC)), limit=args.limit)
         records = store.calls(query)

@@ -248,7 +248,22 @@ _SAVE_DEVICE = (
 
 
 class Store:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, read_only: bool = False) -> None:
+        """`read_only`: see `reader`."""
+        self._read_only = read_only
+        self._checkpointer: sqlite3.Connection | None = None
+        if read_only:
+            self.path = directory / FILE_NAME
+            try:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                version = self.schema_version
+            except sqlite3.Error as err:
+                raise StoreError(f"storage.dir: cannot read {self.path}: {err}") from err
+            self._lock = threading.Lock()
+            self._page_size = 0  # for checkpoints, which it never runs
+            self._refuse_newer(version)
+            return
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self.path = directory / FILE_NAME
@@ -268,17 +283,33 @@ class Store:
         # No checkpoint inside a hit's commit (it can take tens of milliseconds): `checkpoint()`
         # runs them from a thread, on a connection of its own, so writers are not held up.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer: sqlite3.Connection | None = None
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self.migrate()
 
-    def migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+    @classmethod
+    def reader(cls, directory: Path) -> "Store":
+        """The store opened to read beside a bridge that may be writing to it (the `calls`
+        subcommand): it never writes and never checkpoints, and closing it leaves the WAL to the
+        bridge. A writer's close checkpoints with TRUNCATE, which holds up a running bridge's
+        writes, and so its loop, while it copies and syncs. A store with an older schema than
+        this version's is brought up to date first, as the bridge does when it starts."""
+        store = cls(directory, read_only=True)
+        if store.schema_version == len(MIGRATIONS):
+            return store
+        store.close()
+        return cls(directory)
+
+    def _refuse_newer(self, version: int) -> None:
         if version > len(MIGRATIONS):
+            self._db.close()
             raise StoreError(
                 f"{self.path} is from a newer amego-bridge (schema {version}, this one knows "
                 f"{len(MIGRATIONS)}); upgrade the bridge or move the file away"
             )
+
+    def migrate(self) -> None:
+        version = self.schema_version
+        self._refuse_newer(version)
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._lock:
                 self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
@@ -306,6 +337,9 @@ class Store:
             self._db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def close(self) -> None:
+        if self._read_only:
+            self._db.close()
+            return
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._lock:

@@ -1,5 +1,6 @@
 import asyncio
 import gc
+import json
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
+from bridge.cli import main
 from bridge.mqtt import Message
 from bridge.service import Bridge
 from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
@@ -142,6 +144,38 @@ def test_migrations_are_applied_once_and_newer_schemas_refused(tmp_path: Path) -
     db.close()
     with pytest.raises(StoreError, match="newer amego-bridge"):
         Store(tmp_path)
+
+
+def test_the_calls_command_reads_beside_a_running_bridge_and_leaves_its_wal_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    bridges = Store(data)  # the running bridge's own connection, writing
+    bridges.save(None, [record("a", 1), record("a", 2)], [None, None])
+    wal = data / "amego.sqlite3-wal"
+    before = wal.stat().st_size
+    assert before > 0
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndir = "{data}"\n')
+    assert main(["calls", "--config", str(config), "--format", "json"]) == 0
+    assert [r["call_id"] for r in json.loads(capsys.readouterr().out)] == ["c2", "c1"]
+    assert wal.stat().st_size == before  # no checkpoint: the WAL is the bridge's to manage
+    bridges.save(None, [record("a", 3)], [None])  # and the bridge writes on as before
+    assert wal.stat().st_size > before
+    assert [r.call_id for r in bridges.calls(CallQuery())] == ["c3", "c2", "c1"]
+    bridges.close()
+
+
+def test_a_reader_brings_an_older_store_up_to_date_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "amego.sqlite3").close()  # schema 0: no tables yet
+    reader = Store.reader(tmp_path)
+    assert reader.schema_version == len(MIGRATIONS)
+    assert reader.calls(CallQuery()) == []
+    reader.close()
+    with closing(sqlite3.connect(tmp_path / "amego.sqlite3")) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer amego-bridge"):
+        Store.reader(tmp_path)
 
 
 def test_moving_a_device_moves_its_calls(tmp_path: Path) -> None:
