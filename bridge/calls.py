@@ -5,12 +5,11 @@ Pure: time is always the `now` argument (timezone-aware UTC); no clock, no I/O.
 
 import functools
 from collections.abc import Callable, Iterable, Sequence, Set
-from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bridge.events import EventType, PhoneEvent
-from bridge.frozen import frozen
+from bridge.frozen import frozen, replace
 
 
 class CallState(StrEnum):

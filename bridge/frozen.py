@@ -12,14 +12,52 @@ in the test command) they are frozen all the same: assigning a field is a type e
 `dataclass_transform(frozen_default=True)`. What they lose is the refusal at run time, which no
 code of the bridge relies on. They keep the frozen dataclass's equality and hash, and
 `dataclasses.replace` works on them as before.
+
+`replace` here is `dataclasses.replace` for mypy and a faster one at run time: a hit copies
+its phone with changes about three times, and `dataclasses.replace` walks every field in
+Python (2.8 µs for `Phone`, against 1.4). Using it cut 5.4 % of a hit's instructions in-process.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import TypeVar, dataclass_transform
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
+
+# How `replace` rebuilds each @frozen class: a getter of all its fields at once, and each
+# field's place among them.
+_PLANS: dict[type, tuple[Any, dict[str, int]]] = {}
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def frozen(cls: type[T]) -> type[T]:
-    return dataclass(slots=True, unsafe_hash=True)(cls)
+    built = dataclass(slots=True, unsafe_hash=True)(cls)
+    names = [f.name for f in dataclasses.fields(built)]  # type: ignore[arg-type]
+    if len(names) > 1 and all(f.init for f in dataclasses.fields(built)):  # type: ignore[arg-type]
+        _PLANS[built] = (attrgetter(*names), {name: at for at, name in enumerate(names)})
+    return built
+
+
+def _replace(obj: T, /, **changes: Any) -> T:
+    """`dataclasses.replace` for a @frozen class at half its cost: one C call reads every field,
+    and the changed ones are put in their places. Any other dataclass goes to
+    `dataclasses.replace`."""
+    cls = type(obj)
+    plan = _PLANS.get(cls)
+    if plan is None:
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    read, places = plan
+    values = list(read(obj))
+    for name, value in changes.items():
+        at = places.get(name)
+        if at is None:
+            raise TypeError(f"{cls.__name__}.__init__() got an unexpected keyword argument {name!r}")
+        values[at] = value
+    return cls(*values)
+
+
+if TYPE_CHECKING:  # mypy checks the fields a call names against the class, as it does for
+    from dataclasses import replace as replace  # dataclasses.replace (its dataclass plugin)
+else:
+    replace = _replace

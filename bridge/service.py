@@ -9,7 +9,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
@@ -24,7 +24,7 @@ from bridge.control import PhoneControl, Response
 from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
 from bridge.feed import DeviceChanged, HitSeen, UiEvent
-from bridge.frozen import frozen
+from bridge.frozen import frozen, replace
 from bridge.metrics import Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound

@@ -10,9 +10,11 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from mypy import api as mypy_api
 
 from bridge.calls import Call, CallState, Phone
+from bridge.frozen import replace
 
 ROOT = Path(__file__).resolve().parent.parent
 _FROZEN = re.compile(r"^@frozen\nclass (\w+)", re.MULTILINE)
@@ -71,3 +73,40 @@ def test_phones_with_equal_calls_are_equal() -> None:
     b = Phone(device="x", calls=(dataclasses.replace(call),))
     assert a == b
     assert a != Phone(device="x", calls=(dataclasses.replace(call, state=CallState.TALKING),))
+
+
+@dataclasses.dataclass
+class Plain:
+    a: int
+    b: int = dataclasses.field(init=False, default=0)
+    field: int = 0
+
+
+def test_replace_rebuilds_every_frozen_record_as_dataclasses_replace_does(tmp_path: Path) -> None:
+    """`bridge.frozen.replace`, the hit path's fast `dataclasses.replace`: the same record for
+    each field of each `@frozen` class, the same refusal of a field it does not have, and mypy
+    checks the fields named in its calls as it does for `dataclasses.replace`."""
+    for module, name in frozen_classes():
+        cls = getattr(importlib.import_module(module), name)
+        names = [f.name for f in dataclasses.fields(cls)]
+        record = cls(*(f"value of {n}" for n in names))  # any value: nothing checks them
+        for at, field in enumerate(names):
+            changed = replace(record, **{field: at})
+            assert type(changed) is cls
+            assert changed == dataclasses.replace(record, **{field: at}), (name, field)
+            assert getattr(changed, field) == at
+            assert getattr(record, field) == f"value of {field}"
+        with pytest.raises(TypeError, match="no_such_field"):
+            replace(record, no_such_field=1)
+    plain = Plain(1, field=2)  # any other dataclass: dataclasses.replace, init=False fields and all
+    assert (replace(plain, a=3), plain) == (Plain(3, field=2), Plain(1, field=2))
+    snippet = tmp_path / "replaces.py"
+    snippet.write_text(
+        "from bridge.calls import Phone\nfrom bridge.frozen import replace\n"
+        "replace(Phone(device='x'), no_such_field=1)\n"
+    )
+    out, _, status = mypy_api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(snippet)]
+    )
+    assert status == 1
+    assert re.search(r'replaces\.py:3: error: Unexpected keyword argument "no_such_field"', out), out
