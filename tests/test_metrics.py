@@ -3,10 +3,11 @@
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import Config
-from bridge.metrics import Metrics
+from bridge.metrics import HIT_BUCKETS, Metrics
 from tests.conftest import (
     Mosquitto,
     RunningBridge,
@@ -131,3 +132,37 @@ def test_arp_lookups_and_phone_commands_are_counted(running: RunningBridge, watc
     samples = scrape(running)
     assert value(samples, "amego_arp_lookups_total", method="disabled") == 1
     assert value(samples, "amego_phone_commands_total", result="error") == 1
+
+
+def test_hits_and_their_durations_read_as_prometheus_clients_counter_and_histogram_give_them() -> None:
+    """The bridge counts hits itself (`HitCollector`): the same series as prometheus_client's own
+    Counter and Histogram fed the same hits, on every bucket's edge and past the last one."""
+    ours = Metrics(lambda: None)
+    theirs = CollectorRegistry()
+    counter = Counter("amego_hits", "", ["event", "phone_type", "outcome"], registry=theirs)
+    histogram = Histogram("amego_hit_duration_seconds", "", buckets=HIT_BUCKETS, registry=theirs)
+    hits = [
+        ("off_hook", "yealink", "accepted"),
+        ("other", "snom", "403"),
+        ("off_hook", "yealink", "accepted"),
+    ]
+    durations = [0.0, 0.0004, *HIT_BUCKETS, *(b * 1.01 for b in HIT_BUCKETS), 3.0, 60.0]
+    for at, seconds in enumerate(durations):
+        key = hits[at % len(hits)]
+        ours.count_hit(*key, seconds)
+        counter.labels(*key).inc()
+        histogram.observe(seconds)
+
+    def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith(("amego_hits", "amego_hit_duration")) and not s.name.endswith("_created")
+        }
+
+    mine = samples(ours.render()[0].decode())
+    assert mine == samples(generate_latest(theirs).decode())
+    assert len(mine) == 2 + len(HIT_BUCKETS) + 3  # two label sets; the buckets, +Inf, count, sum
+    created = {s.name for f in text_string_to_metric_families(ours.render()[0].decode()) for s in f.samples}
+    assert {"amego_hits_created", "amego_hit_duration_seconds_created"} <= created
