@@ -12,6 +12,10 @@ from bridge.events import PhoneEvent, RawHit
 
 Json = dict[str, object]
 
+# The enums of the core (`CallState`, `Hook`, ...) are StrEnums: they go into payloads as they are,
+# and JSON has their values (orjson, and the standard library's fallback, write a str subclass
+# as its string). Reading `.value` goes through a Python descriptor: 1 % of a hit's instructions.
+
 
 def iso(when: datetime | None) -> str | None:
     """ISO 8601 UTC with milliseconds: 2026-11-26T08:40:55.123Z."""
@@ -43,8 +47,8 @@ def encode(payload: object) -> bytes:
 def active_call(call: Call) -> Json:
     return {
         "call_id": call.call_id,
-        "state": call.state.value,
-        "direction": call.direction.value if call.direction else None,
+        "state": call.state,
+        "direction": call.direction,
         "number": call.number,
         "name": call.name,
         "line": call.line,
@@ -57,7 +61,7 @@ def record(rec: CallRecord) -> Json:
     return {
         "call_id": rec.call_id,
         "device": rec.device,
-        "direction": rec.direction.value if rec.direction else None,
+        "direction": rec.direction,
         "number": rec.number,
         "name": rec.name,
         "line": rec.line,
@@ -66,7 +70,7 @@ def record(rec: CallRecord) -> Json:
         "ended": iso(rec.ended),
         "ring_seconds": rec.ring_seconds,
         "talk_seconds": rec.talk_seconds,
-        "result": rec.result.value,
+        "result": rec.result,
         "name_source": rec.name_source,
     }
 
@@ -81,7 +85,7 @@ def call_state(phone: Phone, updated: datetime, recorded: Callable[[CallRecord],
     )
     flat.pop("state", None)
     return {
-        "state": phone.state.value,
+        "state": phone.state,
         **flat,
         "calls": [active_call(c) for c in phone.calls],
         "last_call": recorded(phone.last_call) if phone.last_call else None,
@@ -91,11 +95,11 @@ def call_state(phone: Phone, updated: datetime, recorded: Callable[[CallRecord],
 
 def status(phone: Phone) -> Json:
     return {
-        "hook": phone.hook.value,
+        "hook": phone.hook,
         "dnd": phone.dnd,
         "forward": phone.forward,
         "mute": phone.mute,
-        "lines": {line: state.value for line, state in phone.lines},
+        "lines": dict(phone.lines),
         "model": phone.model,
         "firmware": phone.firmware,
         "ip": phone.ip,

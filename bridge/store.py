@@ -151,12 +151,12 @@ def phone_json(phone: Phone) -> str:
         {
             "device": phone.device,
             "phone_type": phone.phone_type,
-            "hook": phone.hook.value,
+            "hook": phone.hook,  # a StrEnum: orjson writes its value
             "calls": [_call_json(c) for c in phone.calls],
             "dnd": phone.dnd,
             "forward": phone.forward,
             "mute": phone.mute,
-            "lines": [[line, state.value] for line, state in phone.lines],
+            "lines": phone.lines,
             "model": phone.model,
             "firmware": phone.firmware,
             "ip": phone.ip,
