@@ -130,6 +130,11 @@ def publish_packet(topic: bytes, payload: bytes, retain: bool, mid: int, v5: boo
     return bytes(header) + variable + payload
 
 
+# Topics `publishable` has checked (a topic is valid or not whatever the connection).
+PUBLISHABLE_KEPT = 4096
+_PUBLISHABLE: dict[str, bytes] = {}
+
+
 class _Client(paho.Client):
     """paho's client, with the everyday QoS 1 message sent and acknowledged in a few steps.
 
@@ -245,11 +250,18 @@ class _Client(paho.Client):
         return taken
 
     def publishable(self, topic: str) -> bytes:
-        """`topic` encoded, or ValueError as paho's `publish` gives it (empty, a wildcard, too long)."""
+        """`topic` encoded, or ValueError as paho's `publish` gives it (empty, a wildcard, too long).
+        The phones' few topics come again and again: each is checked once."""
+        encoded = _PUBLISHABLE.get(topic)
+        if encoded is not None:
+            return encoded
         if not topic:
             raise ValueError("Invalid topic.")
         encoded = topic.encode()
         self._raise_for_invalid_topic(encoded)
+        if len(_PUBLISHABLE) >= PUBLISHABLE_KEPT:
+            _PUBLISHABLE.clear()
+        _PUBLISHABLE[topic] = encoded
         return encoded
 
     def send_qos1(self, messages: Sequence[tuple[int, bytes, "Message"]], v5: bool) -> None:

@@ -3,6 +3,7 @@
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class DeviceTopic(StrEnum):
@@ -39,6 +40,11 @@ def sanitise_level(value: str) -> str:
     return _UNSAFE.sub("_", value) or "_"
 
 
+@lru_cache(maxsize=4096)  # every message a hit publishes names its phone's topics again
+def _device_topic(base: str, device: str, leaf: DeviceTopic) -> str:
+    return f"{base}/{sanitise_level(device)}/{leaf}"
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """A topic the bridge subscribes to, parsed."""
@@ -55,7 +61,7 @@ class Topics:
         return f"{self.base}/bridge/{leaf}"
 
     def device(self, device: str, leaf: DeviceTopic) -> str:
-        return f"{self.base}/{sanitise_level(device)}/{leaf}"
+        return _device_topic(self.base, device, leaf)
 
     def bridge_response(self, name: str) -> str:
         return f"{self.base}/bridge/response/{name}"

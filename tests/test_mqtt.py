@@ -16,6 +16,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge import mqtt
 from bridge.mqtt import BrokerSettings, Inbound, Message, MqttLink
 from tests.conftest import TIMEOUT, Mosquitto, Received, Watcher, private_mosquitto, unique_base
 
@@ -557,3 +558,17 @@ def test_what_a_full_socket_does_not_take_goes_out_when_the_broker_reads_again()
             assert [m.payload for m in arrived] == [m.payload for m in messages]
         finally:
             watcher.close()
+
+
+def test_a_topic_is_checked_once_and_a_bad_one_refused_every_time() -> None:
+    client = mqtt._Client(CallbackAPIVersion.VERSION2, client_id="topics")
+    for _ in range(2):  # the second time from what the first kept
+        assert client.publishable("amego/001565aabbcc/call") == b"amego/001565aabbcc/call"
+        assert client.publishable("amego/ü/call") == "amego/ü/call".encode()
+        for bad in ("", "amego/+/call", "amego/#", "a" * 65536):
+            with pytest.raises(ValueError, match="topic"):
+                client.publishable(bad)
+    for n in range(mqtt.PUBLISHABLE_KEPT + 10):
+        client.publishable(f"amego/{n}/call")
+    assert len(mqtt._PUBLISHABLE) <= mqtt.PUBLISHABLE_KEPT  # bounded, whatever ids phones send
+    assert client.publishable("amego/7/call") == b"amego/7/call"
