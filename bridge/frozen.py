@@ -33,8 +33,9 @@ _PLANS: dict[type, tuple[Any, dict[str, int]]] = {}
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def frozen(cls: type[T]) -> type[T]:
     built = dataclass(slots=True, unsafe_hash=True)(cls)
-    names = [f.name for f in dataclasses.fields(built)]  # type: ignore[arg-type]
-    if len(names) > 1 and all(f.init for f in dataclasses.fields(built)):  # type: ignore[arg-type]
+    found = dataclasses.fields(built)  # type: ignore[arg-type]
+    names = [f.name for f in found]
+    if len(names) > 1 and all(f.init for f in found):  # else `replace` leaves it to dataclasses
         _PLANS[built] = (attrgetter(*names), {name: at for at, name in enumerate(names)})
     return built
 

@@ -14,7 +14,7 @@ Json = dict[str, object]
 
 # The enums of the core (`CallState`, `Hook`, ...) are StrEnums: they go into payloads as they are,
 # and JSON has their values (orjson, and the standard library's fallback, write a str subclass
-# as its string). Reading `.value` goes through a Python descriptor: 1 % of a hit's instructions.
+# as its string). Reading `.value` goes through a Python descriptor: 1.8 % of a hit's instructions.
 
 
 def iso(when: datetime | None) -> str | None:
