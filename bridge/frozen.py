@@ -19,6 +19,7 @@ Python (2.8 µs for `Phone`, against 1.4). Using it cut 5.4 % of a hit's instruc
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
@@ -27,7 +28,7 @@ T = TypeVar("T")
 
 # How `replace` rebuilds each @frozen class: a getter of all its fields at once, and each
 # field's place among them.
-_PLANS: dict[type, tuple[Any, dict[str, int]]] = {}
+_PLANS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], dict[str, int]]] = {}
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))

@@ -1,4 +1,9 @@
-"""The JSON shapes of CONTRACT §2, built from the core's values. Pure."""
+"""The JSON shapes of CONTRACT §2, built from the core's values. Pure.
+
+The core's enums (`CallState`, `Hook`, ...) are StrEnums and go into payloads as they are: JSON
+has their values (orjson, and the standard library's fallback, write a str subclass as its
+string). Reading `.value` went through a Python descriptor: 1.8 % of a hit's instructions.
+"""
 
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -11,10 +16,6 @@ from bridge.calls import Call, CallRecord, Phone
 from bridge.events import PhoneEvent, RawHit
 
 Json = dict[str, object]
-
-# The enums of the core (`CallState`, `Hook`, ...) are StrEnums: they go into payloads as they are,
-# and JSON has their values (orjson, and the standard library's fallback, write a str subclass
-# as its string). Reading `.value` goes through a Python descriptor: 1.8 % of a hit's instructions.
 
 
 def iso(when: datetime | None) -> str | None:

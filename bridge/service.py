@@ -108,6 +108,7 @@ class Outcome:
     status_due: bool  # `status` is published (`Bridge._status_due`)
     online: bool | None  # the device's `online` once committed
     call_updated: datetime | None  # and its `call_updated`
+    receipts: tuple[str, ...]  # one for each ended call: its call_ended message tells the store
 
 
 class Bridge:
@@ -292,11 +293,10 @@ class Bridge:
         known = event.kind is not None
         step = apply(device.phone, event, now) if known else Transition(device.phone)
         outcome = self._outcome(device, step, now, online=known)
-        receipts = [uuid.uuid4().hex for _ in step.ended]
         messages.append(
             self.out.event(device_id, payloads.event(event, device_id, mac_resolved, now, step.matched))
         )
-        messages += self._changes(device, outcome, now, event.raw, receipts)
+        messages += self._changes(device, outcome, now, event.raw)
         if joined or old is not None:  # the entry is built only then: most hits need none
             entry = replace(device, phone=step.phone).entry()
             if joined:
@@ -310,7 +310,7 @@ class Bridge:
         registry_changed = (
             joined or old is not None or registry_view(device.phone) != registry_view(step.phone)
         )
-        self._store(device, outcome, receipts, moved_from=old.id if old else None, force=joined)
+        self._store(device, outcome, moved_from=old.id if old else None, force=joined)
         link.publish(messages)
         if joined:
             log.info("new phone %s (%s) from %s", device_id, event.phone_type, event.source)
@@ -375,6 +375,7 @@ class Bridge:
             status_due=self._status_due(device, step.phone, now),
             online=True if online else device.online,
             call_updated=now if call_due else device.call_updated,
+            receipts=tuple(uuid.uuid4().hex for _ in step.ended),
         )
 
     def _changes(
@@ -383,13 +384,12 @@ class Bridge:
         outcome: Outcome,
         now: datetime,
         cause: RawHit | None,
-        receipts: Sequence[str | None],
     ) -> list[Message]:
         """The messages a step publishes, before anything is committed."""
         step, new = outcome.step, outcome.step.phone
         out = [
             self._call_ended(device, rec, cause, now, receipt)
-            for rec, receipt in zip(step.ended, receipts, strict=True)
+            for rec, receipt in zip(step.ended, outcome.receipts, strict=True)
         ]
         if outcome.call_due:
             out.append(self.out.call(device.id, new, now))
@@ -413,7 +413,6 @@ class Bridge:
         self,
         device: Device,
         outcome: Outcome,
-        receipts: Sequence[str | None],
         moved_from: str | None = None,
         force: bool = False,
     ) -> None:
@@ -430,7 +429,7 @@ class Bridge:
             if moved_from is not None:
                 store.rename_device(moved_from, device.id)
             stored = device.stored(step.phone, outcome.online, outcome.call_updated)
-            store.save(stored, step.ended, receipts)
+            store.save(stored, step.ended, outcome.receipts)
         except sqlite3.Error as err:
             log.error("storage: %s", err)
             raise Refused(503, f"cannot store the event ({err}); try again") from err
@@ -503,17 +502,8 @@ class Bridge:
         ]
         for device in overdue:
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
-            if step.phone is device.phone:
-                continue
-            outcome = self._outcome(device, step, now, online=False)
-            receipts = [uuid.uuid4().hex for _ in step.ended]
-            messages = self._changes(device, outcome, now, None, receipts)
-            try:
-                self._store(device, outcome, receipts)
-            except Refused:
-                continue  # storage trouble: try again next tick
-            self.publish_forced(messages)
-            self._commit(device, outcome, now)
+            if step.phone is not device.phone:
+                self._take_own_step(device, step, now)  # on storage trouble, again next tick
 
     def _offline_check(self, now: datetime, silence: timedelta) -> bool:
         """Whether this tick looks for silent phones: every OFFLINE_CHECKS-th of `silence`, at most
@@ -597,20 +587,32 @@ class Bridge:
         fixed = reconcile(device.phone, result, now)
         if fixed.phone is device.phone:
             return
-        step = fixed.transition
-        outcome = self._outcome(device, step, now, online=False)
-        receipts = [uuid.uuid4().hex for _ in step.ended]
-        messages = self._changes(device, outcome, now, None, receipts)
+        resync: list[Message] = []
         if fixed.corrections:
             payload = resync_payload(
                 device.id, device.phone.phone_type, list(fixed.corrections), now, device.mac_resolved
             )
-            messages.append(self.out.event(device.id, payload))
+            resync.append(self.out.event(device.id, payload))
             log.info("%s resynced: %s", device.id, "; ".join(fixed.corrections))
+        self._take_own_step(device, fixed.transition, now, resync, force=True)  # else the next poll
+
+    def _take_own_step(
+        self,
+        device: Device,
+        step: Transition,
+        now: datetime,
+        also: Sequence[Message] = (),
+        force: bool = False,
+    ) -> None:
+        """A step the bridge takes itself (a call timed out, a poll's corrections): its messages,
+        then `also`, stored, published past the queue's bound, and committed; nothing of it when
+        the store refuses (the caller tries again later)."""
+        outcome = self._outcome(device, step, now, online=False)
+        messages = [*self._changes(device, outcome, now, None), *also]
         try:
-            self._store(device, outcome, receipts, force=True)
+            self._store(device, outcome, force=force)
         except Refused:
-            return  # storage trouble: the next poll tries again
+            return
         self.publish_forced(messages)
         self._commit(device, outcome, now)
 
