@@ -280,7 +280,7 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     from bridge.config import normalise_device_id
-    from bridge.store import FILE_NAME, CallQuery, Store
+    from bridge.store import FILE_NAME, CallQuery, Store, StoreError
     from bridge.webviews import calls_csv
 
     config = load(args)
@@ -294,7 +294,10 @@ def cmd_calls(args: argparse.Namespace) -> int:
         device = normalise_device_id(args.device)
         if device is None:
             raise UsageError(f"--device {args.device!r} is not a device id or a MAC")
-    store = Store.reader(directory)
+    try:
+        store = Store.reader(directory)
+    except StoreError as err:  # not a database, or one from a newer bridge: one line, not a trace
+        raise UsageError(str(err)) from err
     try:
         query = CallQuery(device=device, since=parse_since(args.since, datetime.now(UTC)), limit=args.limit)
         records = store.calls(query)

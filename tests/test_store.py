@@ -178,6 +178,19 @@ def test_a_reader_brings_an_older_store_up_to_date_and_refuses_a_newer_one(tmp_p
         Store.reader(tmp_path)
 
 
+def test_the_calls_command_says_in_one_line_when_the_store_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "amego.sqlite3").write_text("not a database\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndir = "{tmp_path}"\n')
+    assert main(["calls", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("amego-bridge: storage.dir: cannot read ")
+    assert "not a database" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_moving_a_device_moves_its_calls(tmp_path: Path) -> None:
     store = Store(tmp_path)
     phone = Phone(device="ip-10-0-0-5")
