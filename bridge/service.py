@@ -375,7 +375,7 @@ class Bridge:
             status_due=self._status_due(device, step.phone, now),
             online=True if online else device.online,
             call_updated=now if call_due else device.call_updated,
-            receipts=tuple(uuid.uuid4().hex for _ in step.ended),
+            receipts=tuple([uuid.uuid4().hex for _ in step.ended]) if step.ended else (),
         )
 
     def _changes(
