@@ -42,7 +42,14 @@ def encode(payload: object) -> bytes:
     try:
         return bytes(memoryview(orjson.dumps(payload)))
     except TypeError:  # what orjson does not take (int keys, huge ints): the standard library does
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=_fragment).encode()
+
+
+def _fragment(value: object) -> object:
+    """A record kept already encoded (`Outbound.record`), for the standard library's encoder."""
+    if isinstance(value, orjson.Fragment):
+        return orjson.loads(orjson.dumps(value))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def active_call(call: Call) -> Json:
@@ -76,8 +83,8 @@ def record(rec: CallRecord) -> Json:
     }
 
 
-def call_state(phone: Phone, updated: datetime, recorded: Callable[[CallRecord], Json] = record) -> Json:
-    """`recorded`: the payload of the last call (`Outbound` keeps those it built)."""
+def call_state(phone: Phone, updated: datetime, recorded: Callable[[CallRecord], object] = record) -> Json:
+    """`recorded`: the payload of the last call (`Outbound` keeps those it built, encoded)."""
     current = phone.current
     flat = (
         active_call(current)
@@ -135,7 +142,12 @@ def event(hit: PhoneEvent, device: str, mac_resolved: bool, time: datetime, matc
 
 
 def call_ended(
-    rec: CallRecord, phone_type: str, mac_resolved: bool, time: datetime, cause: RawHit | None
+    rec: CallRecord,
+    phone_type: str,
+    mac_resolved: bool,
+    time: datetime,
+    cause: RawHit | None,
+    recorded: Callable[[CallRecord], object] = record,
 ) -> Json:
     return {
         "event_type": "call_ended",
@@ -149,7 +161,7 @@ def call_ended(
         "call_id": rec.call_id,
         "raw": raw(cause) if cause else None,
         "extra": {},
-        "call": record(rec),
+        "call": recorded(rec),
     }
 
 

@@ -406,7 +406,9 @@ class Bridge:
         self, device: Device, rec: CallRecord, cause: RawHit | None, now: datetime, receipt: str | None
     ) -> Message:
         """A `call_ended` event; its receipt tells the store once the broker has it."""
-        payload = payloads.call_ended(rec, device.phone.phone_type, device.mac_resolved, now, cause)
+        payload = payloads.call_ended(
+            rec, device.phone.phone_type, device.mac_resolved, now, cause, self.out.record
+        )
         return replace(self.out.event(rec.device, payload), receipt=receipt)
 
     def _store(
@@ -643,7 +645,7 @@ class Bridge:
 
     def _retained(self, devices: list[Device]) -> list[Message]:
         now = self.clock()
-        return [message for device in devices for message in self.out.restate(device, now)]
+        return [message for device in devices for message in self.out.restate(device, now, keep=False)]
 
     def _restate(self, what: str, build: Callable[[list[Device]], list[Message]]) -> None:
         """Publish `build` of every phone, a batch of phones at a time (RESTATE_BATCH), each batch

@@ -1,11 +1,16 @@
 """Where the bridge sends a phone's requests: its configured address, else one its hits gave."""
 
+import asyncio
+from collections.abc import Callable
 from ipaddress import ip_network
 
 import pytest
 
+from bridge.commands import render
 from bridge.config import DEFAULT_NETWORKS, ConfigError, parse_config
-from bridge.phone import phone_address
+from bridge.phone import Outcome, Target, client, phone_address, send
+from bridge.phone_commands import REACHABILITY, YEALINK_COMMANDS
+from tests.phone_standin import StandIn
 
 
 @pytest.mark.parametrize(
@@ -60,3 +65,26 @@ def test_the_default_login_is_a_secret() -> None:
         "password": "***",
         "password_file": "",
     }
+
+
+def test_requests_share_a_client_but_each_opens_its_own_connection_and_carries_no_cookie(
+    phones: Callable[..., StandIn],
+) -> None:
+    """One httpx client a loop serves every phone request (making one per request was most of a
+    poll's CPU); it must still behave like a fresh client each time: a phone's cookie is not sent
+    back, and no connection is kept for the next request."""
+    standin = phones(set_cookie="sid=from-the-phone; Path=/", keep_alive=True)
+    target = Target(standin.address, timeout=2.0)
+
+    async def twice() -> tuple[list[Outcome], bool]:
+        outcomes = [await send(target, render(REACHABILITY, {}), YEALINK_COMMANDS) for _ in range(2)]
+        return outcomes, client(True) is client(True) and client(True) is not client(False)
+
+    outcomes, shared = asyncio.run(twice())
+    assert [o.error for o in outcomes] == [None, None]
+    assert [o.http_status for o in outcomes] == [200, 200]
+    assert shared
+    first, second = standin.requests()
+    assert first.cookie is None
+    assert second.cookie is None
+    assert first.client_port != second.client_port
