@@ -77,6 +77,13 @@ class Outbound:
             self._records[id(rec)] = (rec, encoded)
         return encoded
 
+    def forget(self, records: Iterable[CallRecord]) -> None:
+        """Records that left their phone's history: no message shows them again."""
+        for rec in records:
+            kept = self._records.get(id(rec))
+            if kept is not None and kept[0] is rec:
+                del self._records[id(rec)]
+
     def _kept(self, rec: CallRecord) -> orjson.Fragment | None:
         kept = self._records.get(id(rec))
         if kept is None or kept[0] is not rec:

@@ -446,7 +446,11 @@ class Bridge:
         if outcome.status_due:
             device.status_published = now
         device.online, device.call_updated = outcome.online, outcome.call_updated
-        device.history.extendleft(step.ended)
+        if step.ended:
+            history = device.history
+            if history.maxlen is not None and len(history) + len(step.ended) > history.maxlen:
+                self.out.forget(list(history)[max(0, history.maxlen - len(step.ended)) :])
+            history.extendleft(step.ended)
         device.phone = step.phone
         if self.listeners:
             self.notify(DeviceChanged(device.id, step.ended))

@@ -1,8 +1,11 @@
 """Whole calls over HTTP, as a Yealink sends them, checked on MQTT: call, history and call_ended."""
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
-from tests.conftest import RunningBridge, Watcher
+from tests.conftest import Embedded, Mosquitto, RunningBridge, Watcher, make_config, start_bridge
 
 MAC = "001565aabbcc"
 A = "remote=sip:5551111@pbx&displayremote=Alice&callid=a1@pbx"
@@ -99,3 +102,30 @@ def test_event_borrows_number_and_call_id_from_its_call(running: RunningBridge, 
     assert running.hit(f"/callestablished/yealink?&device={MAC}&local=100").status_code == 200
     event = watcher.wait_for(f"{running.base}/{MAC}/event", lambda p: p["event_type"] == "call_established")
     assert (event["number"], event["name"], event["call_id"]) == ("5551111", "Alice", "a1@pbx")
+
+
+def newest_is(call_id: str) -> Callable[[Any], bool]:
+    return lambda history: bool(history) and history[0]["call_id"] == call_id
+
+
+def test_a_record_that_leaves_the_history_is_no_longer_kept(
+    broker: Mosquitto | Embedded, base_topic: str, watcher: Watcher
+) -> None:
+    """The bridge keeps call records encoded for its history messages; one that has left its
+    phone's history (calls.history_size) is let go, and the history on MQTT stays right."""
+    config = make_config(base_topic, broker.url, {"calls": {"history_size": 2}})
+    running = start_bridge(config, broker.endpoint)
+    try:
+        for n in range(1, 4):
+            call_id = f"c{n}@pbx"
+            for event in ("incomingcall", "callterminated"):
+                query = f"device={MAC}&remote=sip:555000{n}@pbx&callid={call_id}"
+                assert running.hit(f"/{event}/yealink?{query}").status_code == 200
+            history = watcher.wait_for(f"{base_topic}/{MAC}/history", newest_is(call_id))
+        assert [r["call_id"] for r in history] == ["c3@pbx", "c2@pbx"]
+        device = running.bridge.registry.devices[MAC]
+        kept = [rec for rec, _ in running.bridge.out._records.values()]
+        assert [r.call_id for r in device.history] == ["c3@pbx", "c2@pbx"]
+        assert sorted(r.call_id or "" for r in kept) == ["c2@pbx", "c3@pbx"]
+    finally:
+        running.stop()
