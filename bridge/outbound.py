@@ -51,7 +51,9 @@ class Outbound:
         return self.device(device_id, DeviceTopic.EVENT, payload, retain=False)
 
     def call(self, device_id: str, phone: Phone, updated: datetime) -> Message:
-        payload = payloads.call_state(phone, updated, self.record)
+        # The last call was kept when it ended; a phone restored from the store has its own built
+        # each time until its next call ends, rather than 10,000 phones' filling what is kept.
+        payload = payloads.call_state(phone, updated, self._last_call)
         return self.device(device_id, DeviceTopic.CALL, payload, retain=True)
 
     def status(self, device_id: str, phone: Phone) -> Message:
@@ -83,6 +85,9 @@ class Outbound:
             kept = self._records.get(id(rec))
             if kept is not None and kept[0] is rec:
                 del self._records[id(rec)]
+
+    def _last_call(self, rec: CallRecord) -> orjson.Fragment:
+        return self.record(rec, keep=False)
 
     def _kept(self, rec: CallRecord) -> orjson.Fragment | None:
         kept = self._records.get(id(rec))

@@ -132,3 +132,17 @@ def test_the_least_recently_used_record_goes_first_and_restating_every_phone_kee
     fresh.restate(device, T0)
     fresh.restate(device, T0)
     assert encodings.count == RECORDS_KEPT + 2 + 30  # kept the first time
+
+
+def test_the_call_message_uses_a_kept_last_call_but_keeps_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restored phone's last call is built for each `call` message until its next call ends
+    (which keeps it): 10,000 restored phones booting would otherwise fill what is kept."""
+    out, encodings = Outbound(Topics("amego"), 1), Encodings(monkeypatch)
+    last = records(1)[0]
+    phone = Phone("001565aabbcc", last_call=last)
+    out.call("001565aabbcc", phone, T0)
+    out.call("001565aabbcc", phone, T0)
+    assert encodings.count == 2
+    out.record(last)  # the call's end keeps it
+    out.call("001565aabbcc", phone, T0)
+    assert encodings.count == 3
