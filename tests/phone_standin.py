@@ -23,8 +23,6 @@ class Seen:
     authorization: str | None
     body: bytes
     authorized: bool
-    cookie: str | None = None  # the Cookie header
-    client_port: int = 0  # of the connection it came on
 
     @property
     def path(self) -> str:
@@ -52,8 +50,6 @@ class StandIn:
     replies: dict[str, str] = field(default_factory=dict)  # body by path; `body` for the others
     down: bool = False  # close each connection without an answer, like a phone that is gone
     certificate: tuple[Path, Path] | None = None  # (cert, key): answer over TLS
-    set_cookie: str | None = None  # a Set-Cookie header on every answer
-    keep_alive: bool = False  # answer in HTTP/1.1, keeping the connection open for the next request
     seen: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,8 +59,6 @@ class StandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
-
             def do_GET(self) -> None:
                 standin.handle(self)
 
@@ -109,17 +103,7 @@ class StandIn:
         authorization = request.headers.get("Authorization")
         authorized = self.check(request.command, request.path, authorization)
         with self.lock:
-            self.seen.append(
-                Seen(
-                    request.command,
-                    request.path,
-                    authorization,
-                    body,
-                    authorized,
-                    request.headers.get("Cookie"),
-                    request.client_address[1],
-                )
-            )
+            self.seen.append(Seen(request.command, request.path, authorization, body, authorized))
         if not authorized:
             self.answer(request, 401, "login required", self.challenge())
             return
@@ -134,8 +118,6 @@ class StandIn:
     ) -> None:
         data = text.encode()
         request.send_response(status)
-        if self.set_cookie is not None:
-            request.send_header("Set-Cookie", self.set_cookie)
         for name, value in headers:
             request.send_header(name, value)
         request.send_header("Content-Type", "text/plain")
