@@ -22,10 +22,10 @@ class Outbound:
         self.topics = topics
         self.qos = qos
         # Each call's end restates the phone's whole history, and records never change: recent
-        # ones are kept encoded, by identity, the least recently used dropped first. With 4,096 payloads kept
-        # and cleared when full, 1,000 phones with calls built most of every history again: a
-        # history of 20 took 107 µs to build instead of 6.5, and a hit at 1,000 hits/s 20 % more
-        # CPU after 50,000 hits than after 10,000 (bench/README.md, eighth profile).
+        # ones are kept encoded, by identity, the least recently used dropped first. With 4,096
+        # payloads kept and cleared when full, 1,000 phones with calls built most of every history
+        # again: 107 µs for a history of 20 instead of 6.5, and the CPU per hit at 1,000 hits/s
+        # rose by a fifth over 60,000 hits (bench/README.md, "Eighth profile").
         self._records: OrderedDict[int, tuple[CallRecord, orjson.Fragment]] = OrderedDict()
 
     def message(self, topic: str, payload: object, retain: bool) -> Message:
