@@ -64,14 +64,15 @@ class Outbound:
         history = list(records)
         # The kept ones first: each new one kept may push out the least recently used.
         found = [self._kept(rec) for rec in history]
-        entries = [self.record(rec, keep) if f is None else f for rec, f in zip(history, found, strict=True)]
+        entries = [self._encode(rec, keep) if f is None else f for rec, f in zip(history, found, strict=True)]
         return self.device(device_id, DeviceTopic.HISTORY, entries, retain=True)
 
     def record(self, rec: CallRecord, keep: bool = True) -> orjson.Fragment:
         """`payloads.record(rec)`, encoded: as a part of a payload, it is written as it is."""
         found = self._kept(rec)
-        if found is not None:
-            return found
+        return self._encode(rec, keep) if found is None else found
+
+    def _encode(self, rec: CallRecord, keep: bool) -> orjson.Fragment:
         encoded = orjson.Fragment(payloads.encode(payloads.record(rec)))
         if keep:
             if len(self._records) >= RECORDS_KEPT:

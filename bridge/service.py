@@ -394,13 +394,19 @@ class Bridge:
         if outcome.call_due:
             out.append(self.out.call(device.id, new, now))
         if step.ended:
-            records = [*reversed(step.ended), *device.history][: self.config.calls.history_size]
-            out.append(self.out.history(device.id, records))
+            history, _ = self._history_after(device, step)
+            out.append(self.out.history(device.id, history))
         if outcome.status_due:
             out.append(self.out.status(device.id, new))
         if outcome.online and device.online is not True:
             out.append(self.out.availability(device.id, True))
         return out
+
+    def _history_after(self, device: Device, step: Transition) -> tuple[list[CallRecord], list[CallRecord]]:
+        """The phone's history once `step` is committed, newest first, and the records it drops."""
+        records = [*reversed(step.ended), *device.history]
+        size = self.config.calls.history_size
+        return records[:size], records[size:]
 
     def _call_ended(
         self, device: Device, rec: CallRecord, cause: RawHit | None, now: datetime, receipt: str | None
@@ -447,10 +453,9 @@ class Bridge:
             device.status_published = now
         device.online, device.call_updated = outcome.online, outcome.call_updated
         if step.ended:
-            history = device.history
-            if history.maxlen is not None and len(history) + len(step.ended) > history.maxlen:
-                self.out.forget(list(history)[max(0, history.maxlen - len(step.ended)) :])
-            history.extendleft(step.ended)
+            _, dropped = self._history_after(device, step)
+            self.out.forget(dropped)
+            device.history.extendleft(step.ended)  # its maxlen drops the same ones
         device.phone = step.phone
         if self.listeners:
             self.notify(DeviceChanged(device.id, step.ended))
