@@ -80,7 +80,7 @@ def run(calls: int) -> dict[str, Count]:
                 profile = workdir / f"{name}.callgrind"
                 prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"]
                 start = start_bridge if name == "bridge" else start_baseline
-                server = start(workdir, broker, name, prefix=prefix)
+                server = start(workdir, broker.port, name, prefix=prefix)
                 try:
                     counts[name] = count(server, workdir, profile, calls)
                 finally:

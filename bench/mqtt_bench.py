@@ -35,8 +35,8 @@ PAYLOAD = b'{"state":"talking","number":"5551234","name":"Alice","line":"100","s
 @contextlib.contextmanager
 def broker() -> Iterator[int]:
     """The full bench's private mosquitto (set_tcp_nodelay on), in a directory of its own."""
-    with tempfile.TemporaryDirectory(prefix="amego-mqtt-bench-") as workdir, mosquitto(Path(workdir)) as port:
-        yield port
+    with tempfile.TemporaryDirectory(prefix="amego-mqtt-bench-") as workdir, mosquitto(Path(workdir)) as it:
+        yield it.port
 
 
 def messages(count: int) -> list[Message]:

@@ -126,8 +126,29 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 # ---- processes ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Broker:
+    port: int
+    pid: int
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process so far."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds of the whole machine so far (all CPUs): busy, and all (busy + idle + I/O wait)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(n) for n in stat.readline().split()[1:9]]  # to steal: guest time is in user
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
+
+
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
+def mosquitto(workdir: Path) -> Iterator[Broker]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     workdir.chmod(0o755)  # mosquitto, run as root, drops to its own user
@@ -140,7 +161,7 @@ def mosquitto(workdir: Path) -> Iterator[int]:
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: broker_answers("127.0.0.1", port, 0.2), 10, f"mosquitto on port {port}")
-        yield port
+        yield Broker(port, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -157,9 +178,7 @@ class Server:
 
     def stat_cpu(self) -> float:
         """CPU seconds (user + system, all threads) so far."""
-        text = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu(self.proc.pid)
 
     def cpu_wait(self) -> float:
         """Seconds its threads have spent runnable but waiting for a CPU (the kernel's schedstat):
@@ -379,6 +398,21 @@ def drive(server: Server, workdir: Path, *args: str) -> Load:
 
 
 @dataclass(frozen=True)
+class MachineShare:
+    """Where the machine's CPU went during a timed load, in µs per hit answered 200, from the
+    simulator's start to the last arrival here. Flat out on a small machine, the machine and not
+    the server is the limit: then max hits/s follow the `total_us` of each run."""
+
+    busy_percent: float  # of all the machine's CPUs
+    total_us: float  # the whole machine, busy
+    server_us: float
+    broker_us: float
+    load_generator_us: float  # its start included (about 0.4 s of CPU)
+    watcher_us: float  # this process: the MQTT subscriber that times the arrivals
+    rest_us: float  # the rest of the machine: the servers not under load, other services
+
+
+@dataclass(frozen=True)
 class Timed:
     """A timed load: what the simulator saw, and what reached MQTT."""
 
@@ -396,6 +430,7 @@ class Timed:
     p99_ms: float
     max_ms: float
     messages_per_hit: float | None  # MQTT messages published per hit answered 200
+    machine: MachineShare | None = None
 
 
 @dataclass(frozen=True)
@@ -442,7 +477,7 @@ class Bench:
     workdir: Path
     servers: dict[str, Server]
     arrivals: Arrivals
-    broker: int
+    broker: Broker
     tag: str
     results: dict[str, Results] = field(default_factory=lambda: {n: Results() for n in (*NAMES, FLOOR)})
     turn: int = 0
@@ -461,8 +496,10 @@ class Bench:
         """A load with t= stamps, and what reached MQTT: latencies and delivery rate."""
         self.arrivals.reset()
         published = server.published()
+        before = self.cpu_now(server)
         load = drive(server, self.workdir, "--timestamps", "--seed", str(self.turn), *args)
         arrived = self.arrivals.settle(load.ok)
+        after = self.cpu_now(server)
         published_after = server.published()
         if server.messages_per_hit is not None:
             messages: float | None = float(server.messages_per_hit)
@@ -488,6 +525,29 @@ class Bench:
             p99_ms=percentile_ms(latencies, 0.99),
             max_ms=percentile_ms(latencies, 1.0),
             messages_per_hit=messages,
+            machine=self.share(before, after, load),
+        )
+
+    def cpu_now(self, server: Server) -> tuple[float, ...]:
+        """CPU seconds so far: the machine's busy and all, the server's, the broker's, this process's."""
+        busy, total = machine_cpu()
+        return busy, total, server.stat_cpu(), process_cpu(self.broker.pid), time.process_time()
+
+    @staticmethod
+    def share(before: tuple[float, ...], after: tuple[float, ...], load: Load) -> MachineShare | None:
+        busy, total, server, broker, watcher = (b - a for a, b in zip(before, after, strict=True))
+        if not load.ok or not total:
+            return None
+        per_hit = 1e6 / load.ok
+        known = server + broker + load.load_cpu + watcher
+        return MachineShare(
+            busy_percent=round(busy / total * 100, 1),
+            total_us=round(busy * per_hit, 1),
+            server_us=round(server * per_hit, 1),
+            broker_us=round(broker * per_hit, 1),
+            load_generator_us=round(load.load_cpu * per_hit, 1),
+            watcher_us=round(watcher * per_hit, 1),
+            rest_us=round(max(0.0, busy - known) * per_hit, 1),
         )
 
     def warm_up(self) -> None:
@@ -600,7 +660,7 @@ class Bench:
         else:
             records, seed_seconds = self.seeding.result()
         self.say(f"  seeded {phones:,} phones, {records:,} records in {seed_seconds} s")
-        bridge = start_bridge(directory, self.broker, self.tag + "r")
+        bridge = start_bridge(directory, self.broker.port, self.tag + "r")
         try:
             wait_until(bridge.ready, 120, "the restored bridge to listen and connect to MQTT")
             for server in (bridge, self.servers["baseline"]):
@@ -695,6 +755,9 @@ def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
     def flat_out(metric: str) -> Callable[[Results], float | None]:
         return lambda r: getattr(r.max, metric) if r.max else None
 
+    def machine(metric: str) -> Callable[[Results], float | None]:
+        return lambda r: getattr(r.max.machine, metric) if r.max and r.max.machine else None
+
     out: list[Row] = [
         ("max hits/s, new connection per hit (HTTP 200)", flat_out("hits_per_s")),
         ("  of which reached MQTT, per second", flat_out("delivered_per_s")),
@@ -711,6 +774,13 @@ def rows(plan: Plan, fed: StatePoint | None) -> list[Row]:
         (f"CPU per hit at {top} hits/s (µs)", at(top, "cpu_us_per_hit")),
         (f"  waiting for a CPU at {top} hits/s (% of CPU time)", at(top, "cpu_wait_percent")),
         ("CPU per hit flat out (µs)", flat_out("cpu_us_per_hit")),
+        ("the machine flat out: its CPUs busy (%)", machine("busy_percent")),
+        ("  its CPU per hit, all processes (µs)", machine("total_us")),
+        ("    the server's", machine("server_us")),
+        ("    the broker's", machine("broker_us")),
+        ("    the load generator's", machine("load_generator_us")),
+        ("    the bench's MQTT subscriber's", machine("watcher_us")),
+        ("    the rest of the machine's", machine("rest_us")),
         (f"peak RSS while {plan.phones:,} phones join (MB)", lambda r: r.join_peak_rss_mb),
         ("peak RSS under load, after that (MB)", lambda r: r.peak_rss_mb),
     ]
@@ -753,6 +823,14 @@ def render(results: dict[str, Results], plan: Plan) -> str:
                 f"bridge {', '.join(map(fmt, each['bridge']))}; bridge/baseline {ratios}. The rows at "
                 f"{rate} hits/s are each server's round with its median p99)"
             )
+    shares = [found.machine if found else None for found in (results[name].max for name in NAMES)]
+    if shares[0] is not None and shares[1] is not None and shares[1].total_us:
+        relay_us, bridge_us = shares[0].total_us, shares[1].total_us
+        lines.append(
+            f"(flat out, where the machine is near full, max hits/s follow its CPU per hit: "
+            f"{fmt(relay_us)} µs against {fmt(bridge_us)}, which alone would give the bridge "
+            f"{relay_us / bridge_us:.2f}x the baseline's hits/s)"
+        )
     if not results["bridge"].peak_reset:
         lines.append("(peak RSS under load includes the join: /proc/<pid>/clear_refs was not writable)")
     if results["bridge"].extrapolated and results["bridge"].rss_at_target_mb is None:
@@ -781,16 +859,16 @@ def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Results]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amego-bench-")))
         broker = stack.enter_context(mosquitto(workdir))
         servers = {
-            "baseline": start_baseline(workdir, broker, tag),
-            "bridge": start_bridge(workdir, broker, tag),
-            FLOOR: start_baseline(workdir, broker, tag, FLOOR_MESSAGES),
+            "baseline": start_baseline(workdir, broker.port, tag),
+            "bridge": start_bridge(workdir, broker.port, tag),
+            FLOOR: start_baseline(workdir, broker.port, tag, FLOOR_MESSAGES),
         }
         for server in servers.values():
             stack.callback(server.stop)
         for server in servers.values():
             wait_until(server.ready, 30, f"the {server.name} to listen and connect to MQTT")
         arrivals = Arrivals(
-            broker,
+            broker.port,
             [
                 f"bench{tag}/+/event",
                 *(f"{s.base_topic}/event" for s in servers.values() if s.name != "bridge"),

@@ -45,6 +45,10 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         "10,000",
         "50 phones / 500 records restored",
         "p99 at 1000 hits/s in each round",
+        "the machine flat out: its CPUs busy",
+        "its CPU per hit, all processes",
+        "the load generator's",
+        "max hits/s follow its CPU per hit",
     )
     for row in rows:
         assert row in table
@@ -59,6 +63,12 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         assert len(rounds) == 2  # the tiny plan's rounds at the top rate
         assert found["at"]["1000"] in rounds  # one of them counts, not a blend
         assert found["peak_rss_mb"] > 0
+        machine = found["max"]["machine"]  # where the machine's CPU went flat out, read from the kernel
+        assert 0 < machine["busy_percent"] <= 100
+        assert machine["total_us"] >= machine["server_us"] > 0
+        assert machine["broker_us"] > 0
+        assert machine["load_generator_us"] > 0
+        assert found["max"]["cpu_us_per_hit"] <= machine["server_us"]  # the same process, a longer span
         assert found["state"][-1]["statuses"] == {"200": found["state"][-1]["statuses"]["200"]}
     assert report["results"]["bridge"]["state"][-1]["known_phones"] >= 40  # the fed phones joined
     restored = report["results"]["bridge"]["restored"]
