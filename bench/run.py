@@ -142,7 +142,7 @@ def process_cpu(pid: int) -> float:
 def machine_cpu() -> tuple[float, float]:
     """CPU seconds of the whole machine so far (all CPUs): busy, and all (busy + idle + I/O wait)."""
     with open("/proc/stat") as stat:
-        ticks = [int(n) for n in stat.readline().split()[1:9]]  # to steal: guest time is in user
+        ticks = [int(n) for n in stat.readline().split()[1:9]]  # user to steal (guest is within user)
     idle = ticks[3] + ticks[4]
     return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
 
