@@ -140,9 +140,10 @@ def process_cpu(pid: int) -> float:
 
 
 def machine_cpu() -> tuple[float, float]:
-    """CPU seconds of the whole machine so far (all CPUs): busy, and all (busy + idle + I/O wait)."""
+    """CPU seconds of the whole machine so far (all CPUs): busy, and all (busy + idle + I/O wait).
+    Steal, the time the host gave a CPU to another machine, counts as neither."""
     with open("/proc/stat") as stat:
-        ticks = [int(n) for n in stat.readline().split()[1:9]]  # user to steal (guest is within user)
+        ticks = [int(n) for n in stat.readline().split()[1:8]]  # user to softirq (guest is within user)
     idle = ticks[3] + ticks[4]
     return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
 
