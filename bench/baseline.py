@@ -4,11 +4,15 @@ What the bridge is measured against: the same HTTP server and MQTT client, with 
 between. Each Action URL hit is published as it came, in one QoS 1 message on `<base>/event`.
 
     python bench/baseline.py --port 8081 --broker 127.0.0.1:1883 --base-topic relay
+
+With `--mix bridge` it also publishes, beside each hit's event, what the bridge publishes for a
+hit on average: the same number of messages, of the same sizes, retained where the bridge's are.
 """
 
 import argparse
 import json
 import os
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import paho.mqtt.client as paho
@@ -19,10 +23,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+# What the bridge publishes for a hit besides its event, flat out with the bench's 50 phones
+# (2026-11-27, bench/README.md, "Ninth profile"): (topic, retained, in how many hits of every
+# 100, mean payload bytes). `call_ended` events go to the event topic, as the contract has it.
+BRIDGE_MIX = (
+    ("event", False, 22, 762),
+    ("call", True, 83, 626),
+    ("status", True, 34, 198),
+    ("history", True, 22, 6441),
+)
+BRIDGE_EVENT_BYTES = 395  # a hit's own event, on average
+MIX_MESSAGES = 1 + sum(every for _, _, every, _ in BRIDGE_MIX) / 100  # a hit, on average
 
-def build_app(client: paho.Client, base_topic: str, messages: int = 1) -> Starlette:
+
+def padded(size: int) -> bytes:
+    """A JSON object of `size` bytes."""
+    return b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
+
+
+def mix_publisher(client: paho.Client, base_topic: str) -> Callable[[str], None]:
+    """Publishes the bridge's mix for one hit of the phone `device` (its MAC), each kind spread evenly
+    over the hits (`every` of 100 hits, at steady intervals)."""
+    payloads = {size: padded(size) for _, _, _, size in BRIDGE_MIX}
+    hits = 0
+
+    def publish(device: str) -> None:
+        nonlocal hits
+        phone = "".join(c for c in device.lower() if c.isalnum())[:32] or "unknown"  # one topic level
+        for name, retained, every, size in BRIDGE_MIX:
+            if (hits + 1) * every // 100 != hits * every // 100:
+                topic = f"{base_topic}/event" if name == "event" else f"{base_topic}/{phone}/{name}"
+                client.publish(topic, payloads[size], qos=1, retain=retained)
+        hits += 1
+
+    return publish
+
+
+def build_app(client: paho.Client, base_topic: str, messages: int = 1, mix: bool = False) -> Starlette:
     topic = f"{base_topic}/event"
     extra = [f"{base_topic}/state/{n}" for n in range(1, messages)]  # retained, as state would be
+    publish_mix = mix_publisher(client, base_topic) if mix else None
 
     async def action(request: Request) -> Response:
         query = request.scope["query_string"].decode("utf-8", "replace")
@@ -32,9 +72,13 @@ def build_app(client: paho.Client, base_topic: str, messages: int = 1) -> Starle
             "params": dict(parse_qsl(query, keep_blank_values=True)),
         }
         body = json.dumps(payload, separators=(",", ":"))
+        if publish_mix is not None:
+            body = body[:-1] + ',"pad":"' + "x" * max(0, BRIDGE_EVENT_BYTES - len(body) - 9) + '"}'
         client.publish(topic, body, qos=1)
         for state in extra:
             client.publish(state, body, qos=1, retain=True)
+        if publish_mix is not None:
+            publish_mix(payload["params"].get("device", ""))
         return PlainTextResponse("OK")
 
     async def healthz(request: Request) -> Response:
@@ -54,6 +98,7 @@ def main() -> None:
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--base-topic", default="relay")
     p.add_argument("--messages", type=int, default=1, help="MQTT messages per hit (the bench uses 1)")
+    p.add_argument("--mix", choices=["bridge"], help="also publish the bridge's messages for a hit")
     args = p.parse_args()
     host, port = args.broker.rsplit(":", 1)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"relay-{os.getpid()}")
@@ -62,7 +107,7 @@ def main() -> None:
     client.connect(host, int(port))
     client.loop_start()
     uvicorn.run(
-        build_app(client, args.base_topic, args.messages),
+        build_app(client, args.base_topic, args.messages, mix=args.mix == "bridge"),
         host="127.0.0.1",
         port=args.port,
         access_log=False,

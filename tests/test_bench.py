@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+
+from bench.baseline import BRIDGE_EVENT_BYTES, BRIDGE_MIX, MIX_MESSAGES
+from tests.conftest import Mosquitto, Watcher, accepts, free_port, unique_base, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +41,7 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
     table = "\n".join(lines)
     rows = (
         "max hits/s",
-        "against the relay publishing 2",
+        "against the relay with the bridge's messages",
         "latency p99 at 1000",
         "CPU per hit",
         "waiting for a CPU at 1000",
@@ -77,7 +81,57 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
         statuses = report["results"][name]["restored"]["statuses"]
         assert list(statuses) == ["200"]
         assert statuses["200"] >= 50
-    assert report["results"]["relay-2"]["max"]["statuses"]["200"] > 0  # the relay with 2 messages per hit
+    floor = report["results"]["relay-mix"]["max"]  # the relay with the bridge's messages
+    assert floor["statuses"]["200"] > 0
+    assert floor["messages_per_hit"] == MIX_MESSAGES
+
+
+@pytest.mark.timeout(60)
+def test_the_relay_with_the_bridges_messages_publishes_them(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """`baseline.py --mix bridge`: for every 100 hits, the bridge's mix (BRIDGE_MIX) beside the hits'
+    events, at the sizes given, retained where the bridge's are, each kind on each phone's topic."""
+    base, port = unique_base(), free_port()
+    watcher = Watcher(mosquitto.port, f"{base}/#")
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "baseline.py"), "--port", str(port), "--broker",
+         f"127.0.0.1:{mosquitto.port}", "--base-topic", base, "--mix", "bridge"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: accepts(port), what="the relay to listen")
+        phones = [f"00156500{n:04x}" for n in range(4)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            for hit in range(100):
+                answer = http.get(f"/incoming/yealink?device={phones[hit % 4]}&local=100&remote=200")
+                assert answer.status_code == 200
+        expected = round(100 * MIX_MESSAGES)
+        wait_until(lambda: len(watcher.messages) >= expected, what=f"{expected} messages")
+        with watcher.lock:
+            received = list(watcher.messages)
+    finally:
+        server.terminate()
+        server.wait(10)
+        watcher.close()
+    assert len(received) == expected == 261
+    events = [m for m in received if m.topic == f"{base}/event"]
+    extra_events = [m for m in events if b'"params"' not in m.payload]
+    assert len(events) == 100 + 22
+    assert min(len(m.payload) for m in events if m not in extra_events) >= BRIDGE_EVENT_BYTES
+    assert {len(m.payload) for m in extra_events} == {762}
+    for name, _, every, size in BRIDGE_MIX[1:]:
+        kind = [m for m in received if m.topic.rsplit("/", 1)[1] == name]
+        assert len(kind) == every
+        assert {len(m.payload) for m in kind} == {size}
+        assert {m.topic.split("/")[-2] for m in kind} == set(phones)  # spread over every phone
+    later = Watcher(mosquitto.port, f"{base}/#")  # a new subscriber gets what is retained, only that
+    kept = {(phone, name) for phone in phones for name in ("call", "status", "history")}  # as the contract's
+    try:
+        wait_until(lambda: len(later.messages) >= len(kept), what="the retained messages")
+        with later.lock:
+            assert {tuple(m.topic.split("/")[-2:]) for m in later.messages} == kept
+            assert all(m.retain for m in later.messages)
+    finally:
+        later.close()
 
 
 @pytest.mark.timeout(120)
