@@ -36,15 +36,17 @@ BRIDGE_EVENT_BYTES = 395  # a hit's own event, on average
 MIX_MESSAGES = 1 + sum(every for _, _, every, _ in BRIDGE_MIX) / 100  # a hit, on average
 
 
-def padded(size: int) -> bytes:
-    """A JSON object of `size` bytes."""
-    return b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
+def padded(obj: str, size: int) -> str:
+    """The JSON object `obj` (ASCII) with a "pad" member that makes it `size` bytes, or at least
+    as long as it was."""
+    head = obj[:-1] + ("," if obj != "{}" else "") + '"pad":"'
+    return head + "x" * max(0, size - len(head) - 2) + '"}'
 
 
 def mix_publisher(client: paho.Client, base_topic: str) -> Callable[[str], None]:
     """Publishes the bridge's mix for one hit of the phone `device` (its MAC), each kind spread evenly
     over the hits (`every` of 100 hits, at steady intervals)."""
-    payloads = {size: padded(size) for _, _, _, size in BRIDGE_MIX}
+    payloads = {size: padded("{}", size).encode() for _, _, _, size in BRIDGE_MIX}
     hits = 0
 
     def publish(device: str) -> None:
@@ -73,7 +75,7 @@ def build_app(client: paho.Client, base_topic: str, messages: int = 1, mix: bool
         }
         body = json.dumps(payload, separators=(",", ":"))
         if publish_mix is not None:
-            body = body[:-1] + ',"pad":"' + "x" * max(0, BRIDGE_EVENT_BYTES - len(body) - 9) + '"}'
+            body = padded(body, BRIDGE_EVENT_BYTES)
         client.publish(topic, body, qos=1)
         for state in extra:
             client.publish(state, body, qos=1, retain=True)

@@ -109,6 +109,10 @@ class Outcome:
     online: bool | None  # the device's `online` once committed
     call_updated: datetime | None  # and its `call_updated`
     receipts: tuple[str, ...]  # one for each ended call: its call_ended message tells the store
+    # When calls ended: the phone's history once committed, newest first, and the records it
+    # drops (`Bridge._history_after`). Else both empty: the history does not change.
+    history: tuple[CallRecord, ...]
+    dropped: tuple[CallRecord, ...]
 
 
 class Bridge:
@@ -368,6 +372,7 @@ class Bridge:
         """`online`: the step comes from the phone itself, so it is there."""
         changed = call_changed(device.phone, step.phone)
         call_due = changed or (device.call_updated is None and online)
+        history, dropped = self._history_after(device, step) if step.ended else ((), ())
         return Outcome(
             step,
             call_changed=changed,
@@ -376,6 +381,8 @@ class Bridge:
             online=True if online else device.online,
             call_updated=now if call_due else device.call_updated,
             receipts=tuple([uuid.uuid4().hex for _ in step.ended]) if step.ended else (),
+            history=history,
+            dropped=dropped,
         )
 
     def _changes(
@@ -394,17 +401,18 @@ class Bridge:
         if outcome.call_due:
             out.append(self.out.call(device.id, new, now))
         if step.ended:
-            history, _ = self._history_after(device, step)
-            out.append(self.out.history(device.id, history))
+            out.append(self.out.history(device.id, outcome.history))
         if outcome.status_due:
             out.append(self.out.status(device.id, new))
         if outcome.online and device.online is not True:
             out.append(self.out.availability(device.id, True))
         return out
 
-    def _history_after(self, device: Device, step: Transition) -> tuple[list[CallRecord], list[CallRecord]]:
+    def _history_after(
+        self, device: Device, step: Transition
+    ) -> tuple[tuple[CallRecord, ...], tuple[CallRecord, ...]]:
         """The phone's history once `step` is committed, newest first, and the records it drops."""
-        records = [*reversed(step.ended), *device.history]
+        records = (*reversed(step.ended), *device.history)
         size = self.config.calls.history_size
         return records[:size], records[size:]
 
@@ -453,8 +461,7 @@ class Bridge:
             device.status_published = now
         device.online, device.call_updated = outcome.online, outcome.call_updated
         if step.ended:
-            _, dropped = self._history_after(device, step)
-            self.out.forget(dropped)
+            self.out.forget(outcome.dropped)
             device.history.extendleft(step.ended)  # its maxlen drops the same ones
         device.phone = step.phone
         if self.listeners:
