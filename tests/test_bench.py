@@ -41,6 +41,8 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
     table = "\n".join(lines)
     rows = (
         "max hits/s",
+        "carried to MQTT, per second",
+        "latency p50 flat out",
         "against the relay with the bridge's messages",
         "latency p99 at 1000",
         "CPU per hit",
@@ -84,6 +86,11 @@ def test_bench_runs_both_servers_and_prints_the_table(tmp_path: Path) -> None:
     floor = report["results"]["relay-mix"]["max"]  # the relay with the bridge's messages
     assert floor["statuses"]["200"] > 0
     assert floor["messages_per_hit"] == MIX_MESSAGES
+    for found in (floor, report["results"]["baseline"]["max"], report["results"]["bridge"]["max"]):
+        # flat out, what each server carried to MQTT, and how late: its stamped events arrived
+        assert found["delivered"] > 0
+        assert found["delivered_per_s"] > 0
+        assert 0 < found["p50_ms"] <= found["p99_ms"]
 
 
 @pytest.mark.timeout(60)
