@@ -808,8 +808,9 @@ def table(results: dict[str, Results], plan: Plan) -> list[tuple[str, float | No
     fed = bridge.state[-1] if bridge.state else None
     out = [(label, value(results["baseline"]), value(bridge)) for label, value in rows(plan, fed)]
     floor, mine = results[FLOOR].max, bridge.max
-    if floor is not None and mine is not None:  # beside the baseline's flat-out rows
-        out[4:4] = [
+    if floor is not None and mine is not None:  # after the baseline's flat-out rows
+        after = next(i for i, (label, *_) in enumerate(out) if label.startswith("hit-to-MQTT latency p50 at"))
+        out[after:after] = [
             ("the same against the relay with the bridge's messages", floor.hits_per_s, mine.hits_per_s),
             ("  carried to MQTT, per second", floor.delivered_per_s, mine.delivered_per_s),
             ("  hit-to-MQTT latency p50 flat out (ms)", floor.p50_ms, mine.p50_ms),
