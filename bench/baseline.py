@@ -61,9 +61,8 @@ def mix_publisher(client: paho.Client, base_topic: str) -> Callable[[str], None]
     return publish
 
 
-def build_app(client: paho.Client, base_topic: str, messages: int = 1, mix: bool = False) -> Starlette:
+def build_app(client: paho.Client, base_topic: str, mix: bool = False) -> Starlette:
     topic = f"{base_topic}/event"
-    extra = [f"{base_topic}/state/{n}" for n in range(1, messages)]  # retained, as state would be
     publish_mix = mix_publisher(client, base_topic) if mix else None
 
     async def action(request: Request) -> Response:
@@ -77,8 +76,6 @@ def build_app(client: paho.Client, base_topic: str, messages: int = 1, mix: bool
         if publish_mix is not None:
             body = padded(body, BRIDGE_EVENT_BYTES)
         client.publish(topic, body, qos=1)
-        for state in extra:
-            client.publish(state, body, qos=1, retain=True)
         if publish_mix is not None:
             publish_mix(payload["params"].get("device", ""))
         return PlainTextResponse("OK")
@@ -99,7 +96,6 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--base-topic", default="relay")
-    p.add_argument("--messages", type=int, default=1, help="MQTT messages per hit (the bench uses 1)")
     p.add_argument("--mix", choices=["bridge"], help="also publish the bridge's messages for a hit")
     args = p.parse_args()
     host, port = args.broker.rsplit(":", 1)
@@ -109,7 +105,7 @@ def main() -> None:
     client.connect(host, int(port))
     client.loop_start()
     uvicorn.run(
-        build_app(client, args.base_topic, args.messages, mix=args.mix == "bridge"),
+        build_app(client, args.base_topic, mix=args.mix == "bridge"),
         host="127.0.0.1",
         port=args.port,
         access_log=False,
