@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge import phone
 from bridge.events import BadHit, RawHit, normalise_event, parse_hit
 from bridge.logfeed import MqttLogHandler
 from bridge.mqtt import BrokerSettings, MqttLink
@@ -311,6 +312,7 @@ def build_app(
         if embedded is not None:
             await embedded.start()
         bridge.arp.start()  # the one CAP_NET_RAW warning, at start-up
+        phone.prepare()  # before the first hit: later it would hold hits up
         bridge.open()
         timers = asyncio.create_task(bridge.run_timers())
         link = None

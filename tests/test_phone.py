@@ -2,9 +2,12 @@
 
 import asyncio
 import importlib.abc
+import json
+import subprocess
 import sys
 from collections.abc import Callable
 from ipaddress import ip_network
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,61 @@ def test_a_request_to_a_phone_looks_for_no_module(
     outcomes = asyncio.run(twice())
     assert [o.http_status for o in outcomes] == [200, 200]
     assert searched == []
+
+
+FIRST_REQUEST = """
+import asyncio, importlib.abc, json, ssl, sys
+import bridge.app  # what `amego-bridge run` has imported before its first hit
+from bridge import phone
+from bridge.commands import render
+from bridge.phone_commands import REACHABILITY, YEALINK_COMMANDS
+from bridge.config import parse_config
+from bridge.service import Bridge
+if sys.argv[2] == "prepared":
+    phone.prepare()
+elif sys.argv[2] == "started":  # the app's start-up, without MQTT
+    config, _ = parse_config({"storage": {"dir": sys.argv[3]}, "arp": {"enabled": False}}, {})
+    app = bridge.app.build_app(Bridge(config), None)
+    async def start_and_stop():
+        async with app.router.lifespan_context(app):
+            pass
+    asyncio.run(start_and_stop())
+searched, contexts = [], []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, *args):
+        searched.append(name)
+sys.meta_path.insert(0, Watch())
+made = ssl.create_default_context
+ssl.create_default_context = lambda *a, **k: contexts.append(1) or made(*a, **k)
+target = phone.Target(sys.argv[1], timeout=5.0)
+outcome = asyncio.run(phone.send(target, render(REACHABILITY, {}), YEALINK_COMMANDS))
+print(json.dumps({"status": outcome.http_status, "imported": searched, "tls_contexts": len(contexts)}))
+"""
+
+
+def first_request(address: str, before: str, storage: Path) -> dict[str, object]:
+    """A phone request in a fresh interpreter that has imported the bridge's app, and `before` it
+    has done nothing else ("as is"), called `prepare()`, or "started" and stopped the app: what the
+    request imported and how many TLS contexts (CA certificates loaded) it built on the way."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST, address, before, str(storage)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    found: dict[str, object] = json.loads(done.stdout)
+    return found
+
+
+def test_the_first_request_to_a_phone_loads_nothing_once_started(
+    phones: Callable[..., StandIn], tmp_path: Path
+) -> None:
+    """The bridge's first poll (a minute after start) or command used to load the CA certificates
+    and httpx's connection modules on the event loop: 50-80 ms during which no hit was taken.
+    The app's start-up calls `prepare()`, before uvicorn listens."""
+    standin = phones()
+    unprepared = first_request(standin.address, "as is", tmp_path / "a")
+    assert unprepared["status"] == 200
+    assert unprepared["imported"], "a fresh interpreter's first request imported nothing: nothing to prove"
+    assert unprepared["tls_contexts"] == 1
+    for before in ("prepared", "started"):
+        found = first_request(standin.address, before, tmp_path / before)
+        assert found == {"status": 200, "imported": [], "tls_contexts": 0}, before
