@@ -9,9 +9,10 @@ phone no longer has. `Availability` turns poll results into online/offline witho
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bridge import payloads, phone
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, LineState, Phone, Transition, end
@@ -49,16 +50,39 @@ class PollResult:
     dnd: bool | None = None
 
 
-def poll_targets(
-    config: Config, profiles: Mapping[str, Profile], phones: Iterable[Phone]
-) -> list[PollTarget]:
-    """The phones with a known address, each with its login."""
-    found = []
-    for state in phones:
-        reached = phone.reach(config, profiles, state)
-        if reached.target is not None:
-            found.append(PollTarget(state.device, reached.phone_type, reached.target, reached.commands))
-    return found
+def poll_target(config: Config, profiles: Mapping[str, Profile], state: Phone) -> PollTarget | None:
+    """The phone with its address and login; None when its address is not known."""
+    reached = phone.reach(config, profiles, state)
+    if reached.target is None:
+        return None
+    return PollTarget(state.device, reached.phone_type, reached.target, reached.commands)
+
+
+class Round(Protocol):
+    """The phones of a poll round: how many, and their targets in turn (a list will do)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[PollTarget]: ...
+
+
+@dataclass(frozen=True)
+class Turns:
+    """A round's phones by id, each one's target worked out only when its turn comes, from the
+    phone as it is then. Worked out all at once when a round started, 1,000 phones' targets held
+    every hit up for 24 ms, once a minute."""
+
+    ids: Sequence[str]
+    target: Callable[[str], PollTarget | None]  # None: gone since, or no address known
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[PollTarget]:
+        for device_id in self.ids:
+            found = self.target(device_id)
+            if found is not None:
+                yield found
 
 
 def status_request(status: StatusRequest, target: Target) -> HttpRequest | None:
@@ -209,7 +233,7 @@ class Poller:
     def __init__(
         self,
         interval: float,
-        devices: Callable[[], Iterable[PollTarget]],
+        devices: Callable[[], Round],
         on_result: Callable[[PollResult], None],
         concurrency: int = 8,
         poll: Poll = poll_phone,
@@ -242,15 +266,17 @@ class Poller:
         With `spread_over` (seconds) the polls start evenly across that time rather than all at
         once, so a thousand phones cost a steady trickle, not a burst that delays hits."""
         async with self.lock:
-            targets = list(self.devices())
+            targets = self.devices()  # each target is worked out as its turn comes (`Turns`)
             gate = asyncio.Semaphore(self.concurrency)
-            spacing = spread_over / len(targets) if targets else 0.0
+            spacing = spread_over / len(targets) if len(targets) else 0.0
+            polled = 0
             async with asyncio.TaskGroup() as group:
-                for index, target in enumerate(targets):
-                    if spacing and index:
-                        await asyncio.sleep(spacing)
+                for target in targets:
                     group.create_task(self.poll_one(target, gate))
-            return len(targets)
+                    polled += 1
+                    if spacing:
+                        await asyncio.sleep(spacing)
+            return polled
 
     async def poll_one(self, target: PollTarget, gate: asyncio.Semaphore) -> None:
         async with gate:

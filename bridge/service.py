@@ -28,7 +28,16 @@ from bridge.frozen import frozen, replace
 from bridge.metrics import Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
-from bridge.poll import Availability, Poller, PollResult, PollTarget, poll_targets, reconcile, resync_payload
+from bridge.poll import (
+    Availability,
+    Poller,
+    PollResult,
+    PollTarget,
+    Turns,
+    poll_target,
+    reconcile,
+    resync_payload,
+)
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
 from bridge.store import CallQuery, Store
@@ -583,9 +592,13 @@ class Bridge:
 
     # ---- polls ----------------------------------------------------------------------------------
 
-    def poll_targets(self) -> list[PollTarget]:
-        phones = (d.phone for d in self.devices.values())
-        return poll_targets(self.config, self.profiles, phones)
+    def poll_targets(self) -> Turns:
+        """The phones known now; each one's target is worked out when its turn in the round comes."""
+        return Turns(list(self.devices), self.poll_target)
+
+    def poll_target(self, device_id: str) -> PollTarget | None:
+        device = self.devices.get(device_id)
+        return None if device is None else poll_target(self.config, self.profiles, device.phone)
 
     def on_poll_result(self, result: PollResult) -> None:
         """Availability from reachability; calls and lines the phone's status contradicts, corrected."""
