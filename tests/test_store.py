@@ -2,6 +2,7 @@ import asyncio
 import gc
 import json
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge import service
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
 from bridge.cli import main
 from bridge.mqtt import Message
-from bridge.service import Bridge
+from bridge.service import ANNOUNCED_BATCH, Bridge
 from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
 from tests.conftest import make_config, unique_base
 
@@ -132,6 +134,49 @@ def test_unannounced_calls_until_the_broker_has_them(tmp_path: Path) -> None:
     assert [(receipt, r.call_id) for receipt, r in store.unannounced()] == [("r1", "c1"), ("r2", "c2")]
     store.announced(["r1"])
     assert [r.call_id for _, r in store.unannounced()] == ["c2"]
+
+
+def test_a_bridge_clears_receipts_a_batch_a_loop_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receipts the broker acknowledged in a second go to the store ANNOUNCED_BATCH at a time,
+    with a loop turn between writes for the hits that came in meanwhile; none is left behind."""
+    config = make_config(unique_base(), "mqtt://127.0.0.1:1")
+    store = Store(Path(config.storage.dir))
+    receipts = [f"r{n}" for n in range(2 * ANNOUNCED_BATCH + 7)]
+    store.save(None, [record("a", n) for n in range(len(receipts))], receipts)
+    store.close()
+    bridge = Bridge(config)
+    bridge.open()
+    assert bridge.store is not None
+    writes: list[tuple[int, int]] = []  # (receipts, loop turns so far)
+    turns = 0
+    announced = bridge.store.announced
+
+    def counted(batch: Sequence[str]) -> None:
+        writes.append((len(batch), turns))
+        announced(batch)
+
+    bridge.store.announced = counted  # type: ignore[method-assign,assignment]
+
+    async def main() -> None:
+        nonlocal turns
+        bridge.delivered(receipts[:10])
+        bridge.delivered(receipts[10:])
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(writes) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0)
+            turns += 1
+
+    monkeypatch.setattr(service, "ANNOUNCED_EVERY", 0.01)
+
+    try:
+        asyncio.run(main())
+        assert [size for size, _ in writes] == [ANNOUNCED_BATCH, ANNOUNCED_BATCH, 7]
+        assert writes[0][1] < writes[1][1] < writes[2][1]
+        assert bridge.store.unannounced() == []
+    finally:
+        bridge.close()
 
 
 def test_migrations_are_applied_once_and_newer_schemas_refused(tmp_path: Path) -> None:
