@@ -7,6 +7,7 @@ query, so the request's target is never shown either).
 
 import asyncio
 import base64
+import contextlib
 import functools
 import importlib
 import logging
@@ -176,7 +177,10 @@ def prepare() -> None:
     tls_context(True)
     tls_context(False)
     for name in FIRST_CONNECTION_MODULES:
-        importlib.import_module(name)
+        # anyio and httpcore come unpinned with httpx and starlette: should a later release move
+        # these, the first request loads what it needs, and the bridge still starts.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def http_auth(target: Target, commands: CommandSet) -> httpx.Auth | None:
