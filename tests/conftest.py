@@ -322,11 +322,15 @@ def start_bridge(config: Config, endpoint: Endpoint, host: str = "127.0.0.1") ->
     """A real bridge on a free port of `host` (another address for phones in network namespaces)."""
     bridge = Bridge(config)
     app = build_app(bridge, bridge.broker_settings(endpoint))
-    port = free_port()
+    # Bound here and handed to uvicorn: a port found free and bound only after the app's start-up
+    # was taken meanwhile, now and then, by another connection's ephemeral port (EADDRINUSE).
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.bind((host, 0))
+    port = listener.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="on")
     )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True)
     thread.start()
     wait_until(lambda: server.started, what="the bridge to listen")
     wait_until(lambda: bridge.link is not None and bridge.link.connected, what="the bridge's MQTT connection")
