@@ -4,6 +4,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -37,10 +38,29 @@ TIMEOUT = 10.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free now, below the kernel's range of ephemeral ports: a server a test
+    starts on it a moment later (a mosquitto, a bridge process) cannot find it taken meanwhile by
+    the local port of some connection, which once failed a CI run with EADDRINUSE."""
+    top = max(ephemeral_ports_start(), FIXED_PORTS + 1_000)  # a machine set up otherwise: still some
+    for port in random.sample(range(FIXED_PORTS, top), 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still in TIME_WAIT
+            return port
+    raise RuntimeError(f"no free port among 500 tried in {FIXED_PORTS}-{top}")
+
+
+FIXED_PORTS = 20_000  # where free_port starts looking: above the well-known services' ports
+
+
+def ephemeral_ports_start() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def accepts(port: int) -> bool:
