@@ -228,16 +228,13 @@ class Bridge:
         if self._announce_due is not None:
             self._announce_due.cancel()
             self._announce_due = None
-        if store is not None:
-            receipts, self._announced = self._announced, []
-        else:
-            store = self.store
-            receipts = self._announced[:ANNOUNCED_BATCH]
-            del self._announced[:ANNOUNCED_BATCH]
-            if self._announced and store is not None:
-                self._announce_due = asyncio.get_running_loop().call_soon(self._clear_announced)
+        take = len(self._announced) if store is not None else ANNOUNCED_BATCH
+        store = store or self.store
+        receipts, self._announced = self._announced[:take], self._announced[take:]
         if store is None or not receipts:
             return
+        if self._announced:
+            self._announce_due = asyncio.get_running_loop().call_soon(self._clear_announced)
         try:
             store.announced(receipts)
         except sqlite3.Error as err:  # their call_ended may go out again after a kill: no more
@@ -605,9 +602,9 @@ class Bridge:
 
     def poll_targets(self) -> Turns:
         """The phones known now; each one's target is worked out when its turn in the round comes."""
-        return Turns(list(self.devices), self.poll_target)
+        return Turns(list(self.devices), self._target_of)
 
-    def poll_target(self, device_id: str) -> PollTarget | None:
+    def _target_of(self, device_id: str) -> PollTarget | None:
         device = self.devices.get(device_id)
         return None if device is None else poll_target(self.config, self.profiles, device.phone)
 

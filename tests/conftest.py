@@ -3,6 +3,7 @@
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import random
 import shutil
@@ -37,24 +38,25 @@ atexit.register(shutil.rmtree, STORAGE, True)
 TIMEOUT = 10.0
 
 
+FIRST_TEST_PORT = 20_000  # where free_port starts looking: above the well-known services' ports
+
+
 def free_port() -> int:
     """A loopback port free now, below the kernel's range of ephemeral ports: a server a test
     starts on it a moment later (a mosquitto, a bridge process) cannot find it taken meanwhile by
     the local port of some connection, which once failed a CI run with EADDRINUSE."""
-    top = max(ephemeral_ports_start(), FIXED_PORTS + 1_000)  # a machine set up otherwise: still some
-    for port in random.sample(range(FIXED_PORTS, top), 500):
+    top = max(ephemeral_ports_start(), FIRST_TEST_PORT + 1_000)  # a machine set up otherwise: still some
+    for port in random.sample(range(FIRST_TEST_PORT, top), 500):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # in use, or still in TIME_WAIT
             return port
-    raise RuntimeError(f"no free port among 500 tried in {FIXED_PORTS}-{top}")
+    raise RuntimeError(f"no free port among 500 tried in {FIRST_TEST_PORT}-{top}")
 
 
-FIXED_PORTS = 20_000  # where free_port starts looking: above the well-known services' ports
-
-
+@functools.cache
 def ephemeral_ports_start() -> int:
     """The first port the kernel hands out to outgoing connections (Linux: 32768 by default)."""
     try:

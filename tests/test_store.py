@@ -136,9 +136,7 @@ def test_unannounced_calls_until_the_broker_has_them(tmp_path: Path) -> None:
     assert [r.call_id for _, r in store.unannounced()] == ["c2"]
 
 
-def test_a_bridge_clears_receipts_a_batch_a_loop_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bridge_clears_receipts_a_batch_a_loop_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """The receipts the broker acknowledged in a second go to the store ANNOUNCED_BATCH at a time,
     with a loop turn between writes for the hits that came in meanwhile; none is left behind."""
     config = make_config(unique_base(), "mqtt://127.0.0.1:1")
