@@ -1,5 +1,6 @@
 """The device registry over MQTT: configured and learned phones, rename, remove, addresses."""
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from bridge import payloads
 from bridge.mqtt import Endpoint
-from bridge.service import Bridge
+from bridge.service import OFFLINE_BATCH, Bridge
 from tests.conftest import (
     TIMEOUT,
     Mosquitto,
@@ -169,6 +170,37 @@ def test_silent_phones_go_offline_with_one_log_line_when_many_do(
         assert lines[0].startswith(f"{phones} phones are offline: nothing heard for 60 s (0015650000")
     else:
         assert sorted(lines) == [f"phone {mac} is offline: nothing heard for 60 s" for mac in macs]
+
+
+def test_many_silent_phones_go_offline_a_batch_a_loop_turn() -> None:
+    """After a long stop the first tick finds every phone silent: they go offline OFFLINE_BATCH
+    at a time, a loop turn apart, so hits coming in meanwhile are answered in between. A phone
+    heard before its batch's turn stays online."""
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    now = [start]
+    config = make_config(unique_base(), "mqtt://127.0.0.1:1", {"devices": {"offline_after": 60}})
+    bridge = Bridge(config, clock=lambda: now[0])
+    macs = [f"00156500{n:04x}" for n in range(2 * OFFLINE_BATCH + 7)]
+    for mac in macs:
+        device = bridge.registry.new(mac, "yealink", True, start)
+        device.phone = replace(device.phone, last_seen=start)
+        device.online = True
+        bridge.registry.devices[mac] = device
+    offline: list[int] = []  # phones offline after the tick, then after each loop turn
+
+    async def main() -> None:
+        bridge.tick()  # the first look for silent phones: none yet
+        now[0] = start + timedelta(seconds=61)
+        bridge.tick()
+        offline.append(sum(not bridge.devices[mac].online for mac in macs))
+        bridge.heard[macs[-1]] = now[0]  # a hit from the last phone, before its batch
+        for _ in range(3):
+            await asyncio.sleep(0)
+            offline.append(sum(not bridge.devices[mac].online for mac in macs))
+
+    asyncio.run(main())
+    assert offline == [OFFLINE_BATCH, 2 * OFFLINE_BATCH, len(macs) - 1, len(macs) - 1]
+    assert bridge.devices[macs[-1]].online
 
 
 def test_silent_phones_are_looked_for_as_often_as_offline_after_needs() -> None:

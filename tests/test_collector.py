@@ -1,0 +1,101 @@
+"""The garbage collector walks only what is new; what lives on is frozen, and still freed."""
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.calls import Phone
+from bridge.collector import Collector
+from tests.conftest import Mosquitto, RunningBridge, make_config, start_bridge, unique_base, wait_until
+
+MAC = "001565aabbcc"
+
+
+class Thing:
+    """Tracked by the collector, and weakly referable."""
+
+    me: "Thing | None" = None
+
+
+def walked(obj: object) -> bool:
+    """Whether the collector's generations hold `obj` (a frozen object is in none of them)."""
+    return any(found is obj for found in gc.get_objects())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, Clock]]:
+    clock = Clock()
+    collector = Collector(full_every=3600, clock=clock)
+    try:
+        yield collector, clock
+    finally:
+        collector.stop()
+
+
+def test_what_is_alive_at_a_tick_is_left_out_of_collections_and_freed_when_dropped(
+    collector: tuple[Collector, Clock],
+) -> None:
+    keeper, _ = collector
+    phone = Phone(device="0004f2a0b1c2")
+    thing = Thing()
+    gone = weakref.ref(thing)
+    assert walked(phone)
+    assert walked(thing)
+    keeper.tick()
+    assert not walked(phone)
+    assert not walked(thing)
+    del thing  # reference counting frees a frozen object the moment its last reference goes
+    assert gone() is None
+
+
+def test_a_cycle_frozen_while_alive_is_collected_at_the_next_full_collection(
+    collector: tuple[Collector, Clock],
+) -> None:
+    keeper, clock = collector
+    cycle = Thing()
+    cycle.me = cycle
+    gone = weakref.ref(cycle)
+    keeper.tick()
+    del cycle
+    gc.collect()
+    assert gone() is not None  # frozen: what the freeze costs, until...
+    clock.now += 3599
+    keeper.tick()
+    assert gone() is not None
+    survivor = Thing()
+    clock.now += 1
+    keeper.tick()  # ...the full collection, an hour after the last
+    assert gone() is None
+    assert not walked(survivor)  # and what is alive is frozen again
+
+
+def test_a_stopped_collector_leaves_nothing_frozen(collector: tuple[Collector, Clock]) -> None:
+    keeper, _ = collector
+    keeper.tick()
+    assert gc.get_freeze_count() > 0
+    keeper.stop()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_running_bridge_freezes_what_a_hit_leaves_within_seconds_and_unfreezes_when_stopped(
+    mosquitto: Mosquitto,
+) -> None:
+    rb: RunningBridge = start_bridge(make_config(unique_base(), mosquitto.url), mosquitto.endpoint)
+    try:
+        assert rb.hit(f"/incoming/yealink?device={MAC}&remote=5551234").status_code == 200
+        phone = rb.bridge.devices[MAC].phone
+        assert phone.calls  # the ringing call: the phone's state until its next hit
+        wait_until(lambda: not walked(phone), timeout=5, what="the phone's state to be frozen")
+    finally:
+        rb.stop()
+    assert gc.get_freeze_count() == 0
