@@ -191,7 +191,7 @@ class Bridge:
             # What was restored lives as long as the bridge, and each full collection walked it
             # on the loop: 63-83 ms for 10,000 phones in-process, 100-160 ms in the running bridge
             # under load, where a hit takes 0.2 ms. Frozen, the collector leaves it alone;
-            # reference counting still frees what a phone's next hit replaces.
+            # reference counting still frees what a phone's next hit replaces (bridge/collector.py).
             self.collector.settle()
 
     def attach(self, link: MqttLink) -> None:

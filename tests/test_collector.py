@@ -35,7 +35,7 @@ class Clock:
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, Clock]]:
     clock = Clock()
-    collector = Collector(full_every=3600, clock=clock)
+    collector = Collector(check_every=3600, clock=clock)
     try:
         yield collector, clock
     finally:
@@ -58,10 +58,11 @@ def test_what_is_alive_at_a_tick_is_left_out_of_collections_and_freed_when_dropp
     assert gone() is None
 
 
-def test_a_cycle_frozen_while_alive_is_collected_at_the_next_full_collection(
+def test_a_cycle_frozen_while_alive_is_collected_once_what_is_frozen_grew_by_a_quarter(
     collector: tuple[Collector, Clock],
 ) -> None:
     keeper, clock = collector
+    keeper.settle()
     cycle = Thing()
     cycle.me = cycle
     gone = weakref.ref(cycle)
@@ -69,14 +70,16 @@ def test_a_cycle_frozen_while_alive_is_collected_at_the_next_full_collection(
     del cycle
     gc.collect()
     assert gone() is not None  # frozen: what the freeze costs, until...
-    clock.now += 3599
-    keeper.tick()
+    clock.now += 3600
+    keeper.tick()  # an hour later, what is frozen has not grown by a quarter: nothing is walked
     assert gone() is not None
-    survivor = Thing()
-    clock.now += 1
-    keeper.tick()  # ...the full collection, an hour after the last
+    grown = [Thing() for _ in range(gc.get_freeze_count() // 3)]
+    keeper.tick()
+    assert gone() is not None  # counted once an hour only
+    clock.now += 3600
+    keeper.tick()  # ...a third more: everything is collected
     assert gone() is None
-    assert not walked(survivor)  # and what is alive is frozen again
+    assert not walked(grown[-1])  # and what is alive is frozen again
 
 
 def test_a_stopped_collector_leaves_nothing_frozen(collector: tuple[Collector, Clock]) -> None:
