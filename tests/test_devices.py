@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,8 @@ import pytest
 
 from bridge import payloads
 from bridge.mqtt import Endpoint
-from bridge.service import OFFLINE_BATCH, Bridge
+from bridge.registry import Device
+from bridge.service import DEVICES_BATCH, DEVICES_EVERY, DEVICES_PER_EVERY, OFFLINE_BATCH, Bridge
 from tests.conftest import (
     TIMEOUT,
     Mosquitto,
@@ -226,6 +228,87 @@ def test_silent_phones_are_looked_for_as_often_as_offline_after_needs() -> None:
     device.online = True
     bridge.heard[MAC] = start - timedelta(seconds=7300)  # silent already, by the clock set back
     assert tick_at(100) is False  # the clock went back: a look at once, not at 7,290 s
+
+
+def bridge_with_phones(phones: int) -> Bridge:
+    bridge = Bridge(make_config(unique_base(), "mqtt://127.0.0.1:1"))  # no broker: nothing goes out
+    t0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+    for n in range(phones):
+        device = bridge.registry.new(f"00156500{n:04x}", "yealink", True, t0)
+        bridge.registry.devices[device.id] = device
+    return bridge
+
+
+@pytest.mark.parametrize("phones", [3, DEVICES_PER_EVERY, 5 * DEVICES_PER_EVERY // 2])
+def test_bridge_devices_is_restated_once_a_second_or_a_second_per_thousand_phones(phones: int) -> None:
+    """A change restates `bridge/devices` within a few loop turns; changes right after that wait
+    for the spacing, which grows with the list past DEVICES_PER_EVERY phones, and then go out in
+    one restatement."""
+    bridge = bridge_with_phones(phones)
+    sent: list[float] = []  # loop times of the restatements
+    restate = bridge.publish_devices
+
+    def counted() -> None:
+        sent.append(asyncio.get_running_loop().time())
+        restate()
+
+    bridge.publish_devices = counted  # type: ignore[method-assign]
+    spacing: list[float] = []
+
+    async def main() -> None:
+        bridge.devices_changed()
+        for _ in range(100):
+            if sent:
+                break
+            await asyncio.sleep(0)
+        bridge.devices_changed()
+        bridge.devices_changed()
+        due = bridge._devices_due
+        assert due is not None
+        spacing.append(due.when() - sent[0])
+        due.cancel()
+
+    asyncio.run(main())
+    assert len(sent) == 1  # the first within a few loop turns, the other two planned as one
+    assert spacing[0] == pytest.approx({3: 1.0, 1000: 1.0, 2500: 2.5}[phones] * DEVICES_EVERY, abs=0.01)
+
+
+def test_a_planned_restatement_of_bridge_devices_encodes_its_entries_a_batch_a_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 10,000 phones booting, encoding every entry changed since the last restatement at
+    once held the loop for 77-88 ms: DEVICES_BATCH a loop turn, then one join of them all."""
+    bridge = bridge_with_phones(2 * DEVICES_BATCH + 200)
+    turns = 0
+    encoded: list[int] = []  # the loop turn of each entry encoded
+    published: list[int] = []
+    entry_json = Device.entry_json
+    restate = bridge.publish_devices
+
+    def counted(device: Device) -> bytes:
+        encoded.append(turns)
+        return entry_json(device)
+
+    def counted_restate() -> None:
+        published.append(turns)
+        restate()
+
+    monkeypatch.setattr(Device, "entry_json", counted)
+    bridge.publish_devices = counted_restate  # type: ignore[method-assign]
+
+    async def main() -> None:
+        nonlocal turns
+        bridge.devices_changed()
+        while not published and turns < 100:
+            await asyncio.sleep(0)
+            turns += 1
+
+    asyncio.run(main())
+    # Loop turn -> entries encoded on it, before the restatement's own join of them all.
+    before = Counter(encoded[: len(bridge.devices)])
+    assert sorted(before.values()) == [200, DEVICES_BATCH, DEVICES_BATCH]
+    assert len(published) == 1
+    assert published[0] > max(before)
 
 
 def test_bridge_devices_is_encoded_again_only_for_phones_that_changed() -> None:
