@@ -4,8 +4,9 @@ A phone's state (its `Phone`, its calls, their records, its lines) lives until t
 hit: under a second at 1,000 hits/s over 1,000 phones, ten seconds over 10,000. The collector's
 young generations assume objects die young, so with many phones they fill up with state that is
 still in use, and each collection walks it all on the loop. Over 10,000 active phones at 1,000
-hits/s, 60,000 objects sat in the young generations: middle collections took 5-14 ms every
-second or two, and full ones 70-124 ms every 10-40 s (bench/README.md, "Twelfth profile").
+hits/s, 60,000 objects sat in the young generations: middle collections took up to 14-16 ms
+every second or two, full ones 93-104 ms about once a minute, and young ones up to 37-58 ms
+(bench/README.md, "Twelfth profile").
 
 None of that state holds a reference cycle: it is frozen dataclasses and tuples, and reference
 counting frees each object when the phone's next hit replaces it. So once a second (`tick`, from

@@ -544,7 +544,8 @@ class Bridge:
         # second in the running bridge. The one for silent phones runs only as often as
         # offline_after needs; the one for overdue calls looks at calls only.
         if silence and self._offline_check(now, silence):
-            silent = [device.id for device in self.devices.values() if self._silent(device, now - silence)]
+            cutoff = now - silence
+            silent = [device.id for device in self.devices.values() if self._silent(device, cutoff)]
             # After a long stop, every phone at once: one line, not one per phone.
             quiet = len(silent) > OFFLINE_LINES
             if quiet:
