@@ -337,6 +337,7 @@ def build_app(
                     async with asyncio.timeout(5.0):
                         await link.flush()
             bridge.close()
+            await phone.CLIENTS.close()
             if link is not None:
                 link.stop()
             if embedded is not None:

@@ -23,6 +23,8 @@ class Seen:
     authorization: str | None
     body: bytes
     authorized: bool
+    cookie: str | None = None  # the Cookie header, if any
+    peer: tuple[str, int] | None = None  # the client's address and port: one per connection
 
     @property
     def path(self) -> str:
@@ -54,6 +56,8 @@ class StandIn:
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     nonces: set[str] = field(default_factory=set)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # added to every answer
+    keep_alive: bool = False  # HTTP/1.1: a connection stays open for the next request
 
     def __post_init__(self) -> None:
         standin = self
@@ -67,6 +71,9 @@ class StandIn:
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # the test reads `seen`, not stderr
+
+        if self.keep_alive:
+            Handler.protocol_version = "HTTP/1.1"
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if self.certificate is not None:
@@ -103,7 +110,10 @@ class StandIn:
         authorization = request.headers.get("Authorization")
         authorized = self.check(request.command, request.path, authorization)
         with self.lock:
-            self.seen.append(Seen(request.command, request.path, authorization, body, authorized))
+            cookie, peer = request.headers.get("Cookie"), request.client_address
+            self.seen.append(
+                Seen(request.command, request.path, authorization, body, authorized, cookie, peer)
+            )
         if not authorized:
             self.answer(request, 401, "login required", self.challenge())
             return
@@ -118,7 +128,7 @@ class StandIn:
     ) -> None:
         data = text.encode()
         request.send_response(status)
-        for name, value in headers:
+        for name, value in [*headers, *self.headers]:
             request.send_header(name, value)
         request.send_header("Content-Type", "text/plain")
         request.send_header("Content-Length", str(len(data)))

@@ -3,17 +3,20 @@
 import asyncio
 import importlib.abc
 import json
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from bridge.commands import render
 from bridge.config import DEFAULT_NETWORKS, ConfigError, parse_config
-from bridge.phone import Outcome, Target, phone_address, send
+from bridge.phone import CLIENTS, Outcome, Target, phone_address, send
 from bridge.phone_commands import REACHABILITY, YEALINK_COMMANDS
 from tests.phone_standin import StandIn
 
@@ -152,3 +155,56 @@ def test_the_first_request_to_a_phone_loads_nothing_once_started(
     for before in ("prepared", "started"):
         found = first_request(standin.address, before, tmp_path / before)
         assert found == {"status": 200, "imported": [], "tls_contexts": 0}, before
+
+
+def test_requests_to_phones_share_one_client_per_loop_and_tls_setting(
+    phones: Callable[..., StandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client made and closed for each request took 0.12-0.2 ms of CPU, a third of a poll of a
+    phone that refuses it. One client serves every request of a loop with the same TLS setting."""
+    standin = phones()
+    made: list[bool] = []
+
+    class Counted(httpx.AsyncClient):
+        def __init__(self, **settings: Any) -> None:
+            made.append(settings["verify"].verify_mode == ssl.CERT_REQUIRED)
+            super().__init__(**settings)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counted)
+
+    async def polls() -> list[int | None]:
+        statuses = []
+        for verify in (True, True, False, True, False):
+            outcome = await send(
+                Target(standin.address, verify_tls=verify), render(REACHABILITY, {}), YEALINK_COMMANDS
+            )
+            statuses.append(outcome.http_status)
+        await CLIENTS.close()
+        return statuses
+
+    assert asyncio.run(polls()) == [200] * 5
+    assert made == [True, False]
+    asyncio.run(polls())  # another loop: clients of its own
+    assert made == [True, False, True, False]
+    assert len(standin.requests()) == 10
+
+
+def test_each_request_to_a_phone_has_a_connection_of_its_own_and_sends_no_cookie(
+    phones: Callable[..., StandIn],
+) -> None:
+    """Shared clients, and still each request as if its client were new: a phone's small web
+    server is not left holding idle connections, and a cookie it sets is not sent back."""
+    standin = phones(keep_alive=True, headers=[("Set-Cookie", "session=abc123; Path=/")])
+    target = Target(standin.address, timeout=2.0)
+
+    async def three() -> list[int | None]:
+        statuses = [
+            (await send(target, render(REACHABILITY, {}), YEALINK_COMMANDS)).http_status for _ in range(3)
+        ]
+        await CLIENTS.close()
+        return statuses
+
+    assert asyncio.run(three()) == [200, 200, 200]
+    seen = standin.requests()
+    assert len({s.peer for s in seen}) == 3
+    assert [s.cookie for s in seen] == [None, None, None]
