@@ -20,9 +20,9 @@ few cycles: full collections under load found 0-26 objects. Once an hour the bri
 is frozen, and collects everything only when that grew by a quarter since the last full
 collection: CPython's own rule for its full collections (a quarter more long-lived objects),
 applied to what it no longer sees. With 10,000 phones under load, the count (a walk of a list of
-225,000-300,000 objects) took 16-33 ms and such a collection 147-215 ms. They grow while their
-histories fill up (`calls.history_size`); once the set of phones and their histories are
-steady, the count stays put and full collections stop.
+225,000-300,000 objects) took 16-33 ms and such a collection 147-215 ms. The count grows while
+the phones' histories fill up (`calls.history_size`); once the set of phones and their
+histories are steady, it stays put and full collections stop.
 """
 
 import gc

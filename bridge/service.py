@@ -568,22 +568,21 @@ class Bridge:
         heard = self.heard.get(device.id, device.phone.last_seen)
         return bool(device.online) and heard is not None and heard < cutoff
 
-    def _take_offline(self, ids: list[str], why: str, quiet: bool) -> None:
-        """OFFLINE_BATCH phones now, the next batch on the next loop turn. After a long stop the
-        first tick finds every phone silent: 10,000 at once held the loop for 335 ms."""
+    def _take_offline(self, ids: list[str], why: str, quiet: bool, start: int = 0) -> None:
+        """OFFLINE_BATCH phones from `start` now, the next batch on the next loop turn. After a
+        long stop the first tick finds every phone silent: 10,000 at once held the loop 335 ms."""
         if self._offline_due is not None:  # a look for silent phones found them all again
             self._offline_due.cancel()
             self._offline_due = None
         silence = timedelta(seconds=self.config.devices.offline_after)
         cutoff = self.clock() - silence
-        for device_id in ids[:OFFLINE_BATCH]:
+        end = start + OFFLINE_BATCH
+        for device_id in ids[start:end]:
             device = self.devices.get(device_id)
             if device is not None and self._silent(device, cutoff):  # not heard, nor removed, meanwhile
                 self.set_online(device, False, why, quiet=quiet)
-        if len(ids) > OFFLINE_BATCH:
-            self._offline_due = asyncio.get_running_loop().call_soon(
-                self._take_offline, ids[OFFLINE_BATCH:], why, quiet
-            )
+        if end < len(ids):  # the list as found, not copied again for each batch
+            self._offline_due = asyncio.get_running_loop().call_soon(self._take_offline, ids, why, quiet, end)
 
     def _offline_check(self, now: datetime, silence: timedelta) -> bool:
         """Whether this tick looks for silent phones: every OFFLINE_CHECKS-th of `silence`, at most
