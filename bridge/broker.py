@@ -11,6 +11,7 @@ import logging
 import socket
 from importlib.metadata import version
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError as AmqttError
 
@@ -32,6 +33,45 @@ def connect_host(host: str) -> str:
     if host == "::":
         return "::1"
     return host
+
+
+CLOSE_WITHIN = 5.0  # seconds for a finished connection's last bytes to go out before it is cut
+
+
+class _Broker(Broker):
+    """amqtt's broker, closing every connection it has finished with.
+
+    amqtt leaves a connection open when its first packet never came or was not a CONNECT: a port
+    check (`nc -z`, a monitor's TCP probe, `broker_answers`), a stray HTTP request. Only a full
+    garbage collection closed those, and the bridge freezes what is alive for the collector
+    (`bridge/collector.py`): each such probe kept a file descriptor until the bridge stopped.
+    """
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            await _close(writer)
+
+
+class _QuietProbes(logging.Filter):
+    """amqtt logs an ERROR for each connection closed before its first packet: a port check, not
+    an error (a monitor probing the port every minute would fill the log and `bridge/log`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.ERROR and str(record.msg).startswith("No data from "))
+
+
+async def _close(writer: WriterAdapter) -> None:
+    """Close a connection amqtt is done with (closing one twice does nothing); cut it when its
+    peer does not take what is left to send."""
+    try:
+        async with asyncio.timeout(CLOSE_WITHIN):
+            await writer.close()
+    except (OSError, TimeoutError):  # reset by the peer, or it does not read
+        stream = getattr(writer, "_writer", None)  # amqtt's StreamWriterAdapter: the asyncio writer
+        if isinstance(stream, asyncio.StreamWriter):
+            stream.transport.abort()
 
 
 class EmbeddedBroker:
@@ -71,7 +111,10 @@ class EmbeddedBroker:
         # will at every stop.
         logging.getLogger("transitions").setLevel(max(logging.WARNING, logging.getLogger().level))
         logging.getLogger("amqtt").setLevel(max(logging.ERROR, logging.getLogger().level))
-        broker = Broker(
+        amqtt_broker = logging.getLogger("amqtt.broker")
+        if not any(isinstance(f, _QuietProbes) for f in amqtt_broker.filters):
+            amqtt_broker.addFilter(_QuietProbes())
+        broker = _Broker(
             {
                 # amqtt splits on the last ":" and cannot take "[::1]:1883".
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},

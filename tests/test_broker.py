@@ -1,8 +1,11 @@
 """The embedded broker with real clients: the bridge's MQTT link, paho subscribers, a restart."""
 
 import asyncio
+import gc
+import logging
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -149,3 +152,40 @@ def test_an_address_in_use_is_named_with_its_key() -> None:
 
         with pytest.raises(BrokerError, match=key):
             asyncio.run(start())
+
+
+def sockets_left(port: int) -> int:
+    """The broker's sockets on `port` whose peer has closed (CLOSE_WAIT): connections it never closed."""
+    lines = [line for name in ("tcp", "tcp6") for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]]
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "08")
+
+
+def test_a_connection_that_never_connects_is_closed_and_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A port check and a stray HTTP request each leave no socket behind: amqtt left both open
+    until a full garbage collection, which the bridge's frozen objects put off for good."""
+    caplog.set_level(logging.ERROR)
+
+    async def scenario(broker: EmbeddedBroker) -> None:
+        def probe() -> bool:
+            return mqtt.broker_answers("127.0.0.1", broker.port)
+
+        def stray_request() -> bytes:
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=TIMEOUT) as conn:
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)  # as a client that sent its request and waits
+                return conn.recv(100)  # b"" once the broker closes it; a timeout if it never does
+
+        for _ in range(5):
+            assert await asyncio.to_thread(probe)
+        answers = [await asyncio.to_thread(stray_request) for _ in range(3)]
+        assert answers == [b""] * 3
+        await eventually(lambda: sockets_left(broker.port) == 0, "the probes' sockets to be closed")
+
+    gc.disable()  # only amqtt itself may close them, not a collection that happens to come by
+    try:
+        run_with_broker(scenario)
+    finally:
+        gc.enable()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("amqtt")] == []
