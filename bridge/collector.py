@@ -14,9 +14,17 @@ the bridge's timers) whatever is alive moves into the collector's permanent gene
 (`gc.freeze()`), which no collection walks; reference counting frees it all the same.
 Collections then walk at most a second's worth of new objects.
 
+Other work does leave cycles: each request to a phone leaves its connection's objects (httpx,
+httpcore, anyio, the socket's transport) as cyclic garbage, about 19 objects for a poll, twice
+that with digest auth. A freeze would keep them all: a bridge polling 200 answering phones a
+second grew 1 MB every 10 s. So each tick first collects the young generations (`gc.collect(1)`:
+what the second left, dead or alive), and freezes only what survived: 2.1 ms (median, at most
+4.4) a second over 10,000 phones at 1,000 hits/s, where the collector's own young collections
+took up to 3.5-4.2 ms each.
+
 What the freeze costs: a cycle that was alive at a freeze and becomes garbage later stays,
-until a full collection of everything (`gc.unfreeze()`, then `gc.collect()`). The bridge makes
-few cycles: full collections under load found 0-26 objects. Once an hour the bridge counts what
+until a full collection of everything (`gc.unfreeze()`, then `gc.collect()`): a request to a
+phone under way at a tick, say. Full collections under load found 0-26 objects. Once an hour the bridge counts what
 is frozen, and collects everything only when that grew by a quarter since the last full
 collection: CPython's own rule for its full collections (a quarter more long-lived objects),
 applied to what it no longer sees. With 10,000 phones under load, the count (a walk of a list of
@@ -50,7 +58,9 @@ class Collector:
         self.settled = gc.get_freeze_count() if frozen is None else frozen - collected
 
     def tick(self) -> None:
-        """Every second (the bridge's timers): what is alive now is out of the collector's way."""
+        """Every second (the bridge's timers): the second's garbage collected, and what is alive
+        now out of the collector's way."""
+        gc.collect(1)
         gc.freeze()
         if self.clock() >= self.check_due:
             self.check_due = self.clock() + self.check_every

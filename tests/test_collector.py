@@ -10,6 +10,7 @@ import pytest
 from bridge.calls import Phone
 from bridge.collector import Collector
 from tests.conftest import Mosquitto, RunningBridge, make_config, start_bridge, unique_base, wait_until
+from tests.phone_standin import StandIn
 
 MAC = "001565aabbcc"
 
@@ -64,6 +65,23 @@ def test_what_is_alive_at_a_tick_is_left_out_of_collections_and_freed_when_dropp
     assert gone() is None
 
 
+def test_a_cycle_that_died_before_a_tick_is_collected_by_it_not_frozen(collector: tuple[Collector, Clock]) -> None:
+    keeper, _ = collector
+    gc.disable()  # no collection of the process's own in between: only the tick's
+    try:
+        older = Thing()
+        older.me = older
+        gc.collect(0)  # `older` moves on to the middle generation; `young` is made after
+        young = Thing()
+        young.me = young
+        gone = weakref.ref(young), weakref.ref(older)
+        del young, older
+        keeper.tick()
+    finally:
+        gc.enable()
+    assert [ref() for ref in gone] == [None, None]
+
+
 def test_a_cycle_frozen_while_alive_is_collected_once_what_is_frozen_grew_by_a_quarter(
     collector: tuple[Collector, Clock],
 ) -> None:
@@ -108,3 +126,26 @@ def test_a_running_bridge_freezes_what_a_hit_leaves_within_seconds_and_unfreezes
     finally:
         rb.stop()
     assert gc.get_freeze_count() == 0
+
+
+def test_polls_of_a_phone_that_answers_leave_their_garbage_to_the_collector(mosquitto: Mosquitto) -> None:
+    """Each request to a phone leaves its connection's objects in reference cycles (httpx's): a
+    tick collects them before it freezes, so a bridge polling answering phones does not grow."""
+    phone = StandIn(auth="basic", password="pw")
+    device = {"phone_type": "yealink", "ip": phone.address, "username": "admin", "password": "pw"}
+    config = make_config(unique_base(), mosquitto.url, {"poll": {"interval": 0.05}, "devices": {MAC: device}})
+    gc.collect()
+    gc.disable()  # the bridge's ticks collect; the test process's own collections would hide a leak
+    try:
+        rb = start_bridge(config, mosquitto.endpoint)
+        try:
+            wait_until(lambda: len(phone.accepted()) >= 60, what="60 polls")
+        finally:
+            rb.stop()
+        polls = len(phone.accepted())
+        left = gc.collect()  # the bridge has stopped, and unfrozen what it froze
+    finally:
+        gc.enable()
+        phone.close()
+    # Kept before: 4,499 objects for 62 polls. Now 177: the polls under way at a tick, and the stop.
+    assert left < polls * 15
