@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import phone
 from bridge.events import BadHit, RawHit, normalise_event, parse_hit
+from bridge.httpserver import with_deadline
 from bridge.logfeed import MqttLogHandler
 from bridge.mqtt import BrokerSettings, MqttLink
 from bridge.profiles import profile_for
@@ -356,4 +357,8 @@ def build_app(
     app.add_middleware(FastAction, take=take, reserved=first_segments(routes[: routes.index(hits)]))
     app.add_middleware(Guard, bridge=bridge)
     app.state.status_page = page
+    # For `uvicorn.Config(http=...)`: a request that does not come in whole is refused (408).
+    app.state.http_protocol = with_deadline(
+        lambda source, reason: bridge.refused(408, reason, source, "-", "-")
+    )
     return app

@@ -38,7 +38,7 @@ def connect_host(host: str) -> str:
 CLOSE_WITHIN = 5.0  # seconds for a finished connection's last bytes to go out before it is cut
 
 
-class _Broker(Broker):
+class _Broker(Broker):  # type: ignore[misc]  # amqtt has no type hints
     """amqtt's broker, closing every connection it has finished with.
 
     amqtt leaves a connection open when its first packet never came or was not a CONNECT: a port
@@ -47,7 +47,9 @@ class _Broker(Broker):
     (`bridge/collector.py`): each such probe kept a file descriptor until the bridge stopped.
     """
 
-    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
         try:
             await super()._client_connected(listener_name, reader, writer)
         finally:

@@ -199,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_config=None,
         server_header=False,
         loop="auto",
-        http="auto",
+        http=app.state.http_protocol,  # httptools, with a deadline for each request (bridge/httpserver.py)
         timeout_graceful_shutdown=3,
     )
     Server(settings, app.state.status_page).run()  # it ends open status pages' event streams first

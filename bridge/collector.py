@@ -24,13 +24,13 @@ took up to 3.5-4.2 ms each.
 
 What the freeze costs: a cycle that was alive at a freeze and becomes garbage later stays,
 until a full collection of everything (`gc.unfreeze()`, then `gc.collect()`): a request to a
-phone under way at a tick, say. Full collections under load found 0-26 objects. Once an hour the bridge counts what
-is frozen, and collects everything only when that grew by a quarter since the last full
-collection: CPython's own rule for its full collections (a quarter more long-lived objects),
-applied to what it no longer sees. With 10,000 phones under load, the count (a walk of a list of
-225,000-300,000 objects) took 16-33 ms and such a collection 147-215 ms. The count grows while
-the phones' histories fill up (`calls.history_size`); once the set of phones and their
-histories are steady, it stays put and full collections stop.
+phone under way at a tick, say. Full collections under load found 0-26 objects. Once an hour
+the bridge counts what is frozen, and collects everything only when that grew by a quarter
+since the last full collection: CPython's own rule for its full collections (a quarter more
+long-lived objects), applied to what it no longer sees. With 10,000 phones under load, the
+count (a walk of a list of 225,000-300,000 objects) took 16-33 ms and such a collection
+147-215 ms. The count grows while the phones' histories fill up (`calls.history_size`); once
+the set of phones and their histories are steady, it stays put and full collections stop.
 """
 
 import gc

@@ -350,7 +350,15 @@ def start_bridge(config: Config, endpoint: Endpoint, host: str = "127.0.0.1") ->
     listener.bind((host, 0))
     port = listener.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="on")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            http=app.state.http_protocol,
+        )
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True)
     thread.start()

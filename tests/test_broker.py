@@ -156,7 +156,9 @@ def test_an_address_in_use_is_named_with_its_key() -> None:
 
 def sockets_left(port: int) -> int:
     """The broker's sockets on `port` whose peer has closed (CLOSE_WAIT): connections it never closed."""
-    lines = [line for name in ("tcp", "tcp6") for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]]
+    lines = [
+        line for name in ("tcp", "tcp6") for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+    ]
     return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "08")
 
 

@@ -65,7 +65,9 @@ def test_what_is_alive_at_a_tick_is_left_out_of_collections_and_freed_when_dropp
     assert gone() is None
 
 
-def test_a_cycle_that_died_before_a_tick_is_collected_by_it_not_frozen(collector: tuple[Collector, Clock]) -> None:
+def test_a_cycle_that_died_before_a_tick_is_collected_by_it_not_frozen(
+    collector: tuple[Collector, Clock],
+) -> None:
     keeper, _ = collector
     gc.disable()  # no collection of the process's own in between: only the tick's
     try:

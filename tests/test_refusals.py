@@ -3,15 +3,19 @@
 import contextlib
 import random
 import re
+import select
+import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, quote
 
 import pytest
 
+from bridge import httpserver
 from bridge.app import decode_params
 from bridge.mqtt import Endpoint
 from bridge.service import Refused
-from tests.conftest import Mosquitto, RunningBridge, Watcher, make_config, start_bridge
+from tests.conftest import TIMEOUT, Mosquitto, RunningBridge, Watcher, make_config, start_bridge, wait_until
 
 MAC = "001565aabbcc"
 
@@ -59,6 +63,74 @@ def test_rate_limit(configured: RunningBridge, watcher: Watcher) -> None:
     statuses = [configured.hit(f"/tick/yealink?device={MAC}").status_code for _ in range(6)]
     assert statuses[:2] == [200, 200]
     assert 429 in statuses
+
+
+@pytest.fixture
+def hurried(
+    monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto, base_topic: str, watcher: Watcher
+) -> Iterator[RunningBridge]:
+    """A bridge that gives a request 1 s to come in whole (10 s in use)."""
+    monkeypatch.setattr(httpserver, "REQUEST_WITHIN", 1.0)
+    rb = start_bridge(make_config(base_topic, mosquitto.url), Endpoint("127.0.0.1", mosquitto.port))
+    yield rb
+    rb.stop()
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """What the bridge sends until it closes the connection (a timeout if it never does)."""
+    conn.settimeout(TIMEOUT)
+    data = b""
+    while chunk := conn.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_request_that_never_comes_in_whole_is_refused_408_and_closed(
+    hurried: RunningBridge, watcher: Watcher
+) -> None:
+    """A connection that sends nothing, and one that sends a hit a byte at a time, each more often
+    than uvicorn's keep-alive timeout: uvicorn alone kept both for as long as their peers did."""
+    rb = hurried
+    hit = f"GET /offhook/yealink?device={MAC} HTTP/1.1\r\nHost: bridge\r\n\r\n".encode()
+    with (
+        socket.create_connection(("127.0.0.1", rb.port)) as idle,
+        socket.create_connection(("127.0.0.1", rb.port)) as trickle,
+    ):
+        for sent in range(len(hit) - 1):  # never the last byte; 0.2 s apart, until answered
+            trickle.sendall(hit[sent : sent + 1])
+            if select.select([trickle], [], [], 0.2)[0]:
+                break
+        assert 2 < sent < len(hit) - 2  # cut while it was still sending
+        answers = [read_all(idle), read_all(trickle)]
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert body == b"no complete request within 1 s\n"
+
+    def refusals() -> list[dict[str, object]]:
+        events = [m.json() for m in watcher.on(f"{rb.base}/bridge/event")]
+        return [e["data"] for e in events if e["type"] == "request_refused"]
+
+    wait_until(lambda: len(refusals()) == 2, what="two request_refused events")
+    assert [(r["status"], r["source"]) for r in refusals()] == [(408, "127.0.0.1")] * 2
+    assert rb.bridge.devices == {}  # the trickled hit changed nothing
+    assert rb.hit(f"/offhook/yealink?device={MAC}").status_code == 200  # a whole one still goes in
+
+
+def test_a_kept_alive_connection_gives_each_request_its_own_deadline(hurried: RunningBridge) -> None:
+    """The deadline starts again with each request: a connection that sends hits whole, well
+    spaced, is never cut (2.4 s on one connection here, with a deadline of 1 s)."""
+    with socket.create_connection(("127.0.0.1", hurried.port)) as conn:
+        conn.settimeout(TIMEOUT)
+        for n in range(4):
+            conn.sendall(f"GET /offhook/yealink?device={MAC}&n={n} HTTP/1.1\r\nHost: bridge\r\n\r\n".encode())
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nOK"):
+                chunk = conn.recv(4096)
+                assert chunk, f"the bridge closed the connection before answering hit {n}"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.6)
 
 
 def test_body_too_large_and_wrong_body_type(running: RunningBridge, watcher: Watcher) -> None:
