@@ -13,6 +13,7 @@ from importlib.metadata import version
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.errors import AMQTTError
 from amqtt.errors import BrokerError as AmqttError
 
 from bridge.mqtt import Endpoint
@@ -36,6 +37,7 @@ def connect_host(host: str) -> str:
 
 
 CLOSE_WITHIN = 5.0  # seconds for a finished connection's last bytes to go out before it is cut
+CONNECT_WITHIN = 10.0  # seconds for a new connection's CONNECT packet to come in whole
 
 
 class _Broker(Broker):  # type: ignore[misc]  # amqtt has no type hints
@@ -45,7 +47,18 @@ class _Broker(Broker):  # type: ignore[misc]  # amqtt has no type hints
     check (`nc -z`, a monitor's TCP probe, `broker_answers`), a stray HTTP request. Only a full
     garbage collection closed those, and the bridge freezes what is alive for the collector
     (`bridge/collector.py`): each such probe kept a file descriptor until the bridge stopped.
+    Nor does amqtt give up on a connection that never sends its CONNECT: the standard says a
+    server should close it after a reasonable time, and here that is `CONNECT_WITHIN`.
     """
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> object:
+        try:
+            async with asyncio.timeout(CONNECT_WITHIN):
+                return await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        except TimeoutError as err:  # amqtt then gives the connection up, and it is closed below
+            raise AMQTTError(f"no CONNECT within {CONNECT_WITHIN:g} s") from err
 
     async def _client_connected(
         self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter

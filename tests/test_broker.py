@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge import broker as broker_module
 from bridge import mqtt
 from bridge.broker import BrokerError, EmbeddedBroker
 from bridge.mqtt import BrokerSettings, Message, MqttLink
@@ -191,3 +193,29 @@ def test_a_connection_that_never_connects_is_closed_and_not_logged_as_an_error(
     finally:
         gc.enable()
     assert [r.getMessage() for r in caplog.records if r.name.startswith("amqtt")] == []
+
+
+def test_a_connection_that_sends_no_connect_is_closed_after_connect_within(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """amqtt waited for a CONNECT for as long as the peer kept the connection open."""
+    monkeypatch.setattr(broker_module, "CONNECT_WITHIN", 0.5)
+
+    async def scenario(broker: EmbeddedBroker) -> None:
+        def idle() -> tuple[bytes, float]:
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=TIMEOUT) as conn:
+                began = time.monotonic()
+                return conn.recv(100), time.monotonic() - began
+
+        def partial() -> bytes:
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=TIMEOUT) as conn:
+                conn.sendall(b"\x10\x20\x00\x04MQ")  # the start of a CONNECT, never finished
+                return conn.recv(100)
+
+        (data, waited), cut = await asyncio.gather(asyncio.to_thread(idle), asyncio.to_thread(partial))
+        assert (data, cut) == (b"", b"")  # both closed by the broker, unanswered
+        assert waited < TIMEOUT / 2
+        watcher = await asyncio.to_thread(Watcher, broker.port, "x/#")  # a client that connects is fine
+        await asyncio.to_thread(watcher.close)
+
+    run_with_broker(scenario)
