@@ -27,6 +27,7 @@ REFUSAL_KINDS = {
     400: "malformed",
     404: "no_route",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     414: "url_too_long",
     429: "rate_limited",

@@ -113,6 +113,8 @@ def test_a_request_that_never_comes_in_whole_is_refused_408_and_closed(
 
     wait_until(lambda: len(refusals()) == 2, what="two request_refused events")
     assert [(r["status"], r["source"]) for r in refusals()] == [(408, "127.0.0.1")] * 2
+    metrics = rb.hit("/metrics").text
+    assert 'amego_refusals_total{reason="request_timeout",status="408"} 2.0' in metrics
     assert rb.bridge.devices == {}  # the trickled hit changed nothing
     assert rb.hit(f"/offhook/yealink?device={MAC}").status_code == 200  # a whole one still goes in
 
