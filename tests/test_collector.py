@@ -71,17 +71,20 @@ def test_a_cycle_that_died_before_a_tick_is_collected_by_it_not_frozen(
     keeper, _ = collector
     gc.disable()  # no collection of the process's own in between: only the tick's
     try:
+        oldest = Thing()
+        oldest.me = oldest
+        gc.collect(1)  # `oldest` moves on to the oldest generation
         older = Thing()
         older.me = older
-        gc.collect(0)  # `older` moves on to the middle generation; `young` is made after
+        gc.collect(0)  # `older` to the middle one; `young` is made after
         young = Thing()
         young.me = young
-        gone = weakref.ref(young), weakref.ref(older)
-        del young, older
+        gone = weakref.ref(young), weakref.ref(older), weakref.ref(oldest)
+        del young, older, oldest
         keeper.tick()
     finally:
         gc.enable()
-    assert [ref() for ref in gone] == [None, None]
+    assert [ref() for ref in gone] == [None, None, None]
 
 
 def test_a_cycle_frozen_while_alive_is_collected_once_what_is_frozen_grew_by_a_quarter(
@@ -97,11 +100,11 @@ def test_a_cycle_frozen_while_alive_is_collected_once_what_is_frozen_grew_by_a_q
     gc.collect()
     assert gone() is not None  # frozen: what the freeze costs, until...
     clock.now += 3600
-    keeper.tick()  # an hour later, what is frozen has not grown by a quarter: nothing is walked
+    keeper.tick()  # a check later, what is frozen has not grown by a quarter: nothing is walked
     assert gone() is not None
     grown = [Thing() for _ in range(gc.get_freeze_count() // 3)]
     keeper.tick()
-    assert gone() is not None  # counted once an hour only
+    assert gone() is not None  # counted once a check only
     clock.now += 3600
     keeper.tick()  # ...a third more: everything is collected
     assert gone() is None
