@@ -252,6 +252,10 @@ class Store:
         """`read_only`: see `reader`."""
         self._read_only = read_only
         self._checkpointer: sqlite3.Connection | None = None
+        # Held while a checkpoint runs on its thread, and by `close` before it closes that
+        # connection: closed under a running checkpoint, SQLite crashed the process (SIGSEGV).
+        self._checkpointing = threading.Lock()
+        self._closed = False
         if read_only:
             self.path = directory / FILE_NAME
             try:
@@ -321,10 +325,13 @@ class Store:
     def checkpoint(self) -> int:
         """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer). The
         bytes of WAL it left behind, when writes came in meanwhile (else 0: the next write starts
-        the WAL over). Meant for a thread (`asyncio.to_thread`); one call at a time."""
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        _busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        the WAL over). Meant for a thread (`asyncio.to_thread`); 0 once the store is closed."""
+        with self._checkpointing:
+            if self._closed:
+                return 0
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            _busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames <= copied:
             return 0
         return WAL_HEADER + int(frames) * (self._page_size + WAL_FRAME_HEADER)
@@ -337,11 +344,15 @@ class Store:
             self._db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def close(self) -> None:
+        """Close the store. A checkpoint running on its thread is waited for: a PASSIVE one copies
+        at most the WAL (`WAL_LIMIT` and what came since, bench/README.md)."""
         if self._read_only:
             self._db.close()
             return
-        if self._checkpointer is not None:
-            self._checkpointer.close()
+        with self._checkpointing:
+            self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.close()
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
