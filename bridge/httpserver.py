@@ -64,8 +64,10 @@ def with_deadline(
             self.deadline = None
             if self.transport.is_closing():
                 return
-            refuse(self.client[0] if self.client else None, reason)
-            self.transport.write(answer)
-            self.transport.close()
+            try:
+                refuse(self.client[0] if self.client else None, reason)
+            finally:  # the connection goes, whatever telling of it does
+                self.transport.write(answer)
+                self.transport.close()
 
     return Deadline
