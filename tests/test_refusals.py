@@ -57,6 +57,20 @@ def test_source_outside_allowed_networks(configured: RunningBridge, watcher: Wat
     assert configured.bridge.devices == {}
 
 
+@pytest.mark.parametrize("configured", [{"http": {"allowed_networks": ["10.0.0.0/8"]}}], indirect=True)
+def test_a_reverse_proxy_on_the_same_machine_passes_on_the_phones_address(
+    configured: RunningBridge, watcher: Watcher
+) -> None:
+    """uvicorn takes X-Forwarded-For from 127.0.0.1 and ::1 (docs/web.md): behind a proxy there,
+    the phone's own address is what `allowed_networks` and the device id see."""
+    proxied = configured.hit("/offhook/yealink", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert proxied.status_code == 200
+    event = watcher.wait_for(f"{configured.base}/ip-10-1-2-3/event")
+    assert event["mac_resolved"] is False
+    refused = configured.hit("/offhook/yealink", headers={"X-Forwarded-For": "192.168.1.5"})
+    assert refused.status_code == 403  # outside the allowed networks, proxied or not
+
+
 @pytest.mark.parametrize("configured", [{"http": {"rate_limit": 2}}], indirect=True)
 def test_rate_limit(configured: RunningBridge, watcher: Watcher) -> None:
     statuses = [configured.hit(f"/tick/yealink?device={MAC}").status_code for _ in range(6)]
