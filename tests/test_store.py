@@ -379,7 +379,7 @@ print("closed")
 
 def test_a_store_closed_while_its_checkpoint_runs_waits_for_it(tmp_path: Path) -> None:
     """The checkpoint's connection was closed under it: SQLite crashed the bridge (SIGSEGV) at a
-    stop that came during a checkpoint, every time (one in three suite runs met it)."""
+    stop that came during a checkpoint, every time (three suite runs of five met it)."""
     done = subprocess.run(
         [sys.executable, "-c", CLOSE_DURING_CHECKPOINT, str(tmp_path)],
         capture_output=True,
