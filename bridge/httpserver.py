@@ -6,7 +6,8 @@ does: each such connection holds a file descriptor, and enough of them stop the 
 hits at all (a process may have 1,024 open by default). Phones send a hit at once, in one or
 two packets. So a request that is not in whole `REQUEST_WITHIN` seconds after the connection
 opened (or after the previous request on it was answered, and its first byte came) is refused
-with `408` and its one-line reason, and the connection closed.
+with `408` and its one-line reason, and the connection closed; one timer looks over the
+server's connections for such requests ten times a deadline, while there are any.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 REQUEST_WITHIN = 10.0  # seconds for a request to come in whole
+SWEEPS = 10  # looks for late requests in REQUEST_WITHIN
 
 
 def with_deadline(
@@ -24,6 +26,7 @@ def with_deadline(
     come in whole within `within` seconds (default `REQUEST_WITHIN`): `refuse(source, reason)` is
     told first, then the client gets `408` and the connection is closed."""
     seconds = REQUEST_WITHIN if within is None else within
+    every = seconds / SWEEPS  # a late request is refused within a tenth of the deadline after it
     reason = f"no complete request within {seconds:g} s"
     body = f"{reason}\n".encode()
     answer = (
@@ -33,35 +36,41 @@ def with_deadline(
     )
 
     class Deadline(HttpToolsProtocol):
-        deadline: asyncio.TimerHandle | None = None
+        began: float | None = None  # when the request under way began to come in; None: none is
+        sweep_due: asyncio.TimerHandle | None = None  # the next look over the server's connections
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm()
+            self.began = self.loop.time()
+            if Deadline.sweep_due is None:
+                Deadline.sweep_due = self.loop.call_later(every, self._sweep)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm()  # the next request on a kept-alive connection: from its first byte
+            if self.began is None:  # the next request on a kept-alive connection: from its first byte
+                self.began = self.loop.time()
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            self.began = None
             super().on_message_complete()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self.deadline is None:
-                self.deadline = self.loop.call_later(seconds, self._expired)
-
-        def _disarm(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
+        def _sweep(self) -> None:
+            """Refuse the requests that are late, on every connection of the server: one timer
+            for them all, rather than one set and cancelled for each hit (1.7 µs with uvloop)."""
+            Deadline.sweep_due = None
+            late = self.loop.time() - seconds
+            for connection in list(self.connections):
+                if (
+                    isinstance(connection, Deadline)
+                    and connection.began is not None
+                    and connection.began <= late
+                ):
+                    connection._expired()
+            if self.connections:
+                Deadline.sweep_due = self.loop.call_later(every, self._sweep)
 
         def _expired(self) -> None:
-            self.deadline = None
+            self.began = None
             if self.transport.is_closing():
                 return
             try:
