@@ -33,11 +33,14 @@ REFUSAL_KINDS = {
     429: "rate_limited",
     503: "queue_full",
 }
+STORE_REFUSAL = "cannot store the event"  # how the 503 of a store that cannot write begins
 
 
 def refusal_kind(status: int, reason: str) -> str:
     if status == 403:
         return "network" if "allowed_networks" in reason else "token"
+    if status == 503 and reason.startswith(STORE_REFUSAL):
+        return "storage"
     return REFUSAL_KINDS.get(status, f"http_{status}")
 
 

@@ -25,7 +25,7 @@ from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
 from bridge.feed import DeviceChanged, HitSeen, UiEvent
 from bridge.frozen import frozen, replace
-from bridge.metrics import Metrics
+from bridge.metrics import STORE_REFUSAL, Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
 from bridge.poll import (
@@ -95,6 +95,40 @@ class Refused(Exception):
         self.reason = reason
 
 
+class StoreHealth:
+    """Whether the store takes writes, told once when it stops and once when it takes them again.
+
+    A store that cannot write (a full disk, say) refuses every hit that changes a phone with a
+    `503`, each with its own refusal line; a log line with the error for each of them as well
+    would say the same thing a thousand times."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None  # the last write's error, while writes fail
+        self.failures = 0  # writes failed since writes began to fail
+        self.checkpoint_error: str | None = None
+
+    def failed(self, err: sqlite3.Error, what: str) -> None:
+        if self.error is None:
+            log.error(
+                "storage: cannot write %s (%s); hits that change a phone get 503 until it can", what, err
+            )
+        self.error = str(err)
+        self.failures += 1
+
+    def wrote(self) -> None:
+        if self.error is not None:
+            log.warning("storage: writing again, after %d failed writes (%s)", self.failures, self.error)
+            self.error, self.failures = None, 0
+
+    def checkpoint(self, err: sqlite3.Error | None) -> None:
+        """A checkpoint's outcome: None when it ran."""
+        if err is not None and self.checkpoint_error is None:
+            log.error("storage: cannot copy the write-ahead log into the database (%s)", err)
+        elif err is None and self.checkpoint_error is not None:
+            log.warning("storage: the write-ahead log is copied into the database again")
+        self.checkpoint_error = None if err is None else str(err)
+
+
 # What `<id>/status` shows of a phone, but for last_seen: every field of Phone but these.
 _NOT_STATUS = ("last_seen", "calls", "last_call", "next_key")
 status_view = attrgetter(*(f.name for f in fields(Phone) if f.name not in _NOT_STATUS))
@@ -162,6 +196,7 @@ class Bridge:
         self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
         self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
         self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
+        self.store_health = StoreHealth()
         self._announced: list[str] = []  # receipts acknowledged by the broker, not yet cleared in the store
         self._announce_due: asyncio.Handle | None = None
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
@@ -218,15 +253,26 @@ class Bridge:
         if store is None:
             return
         self._clear_announced(store)
-        if self.link is not None:
-            pending = self.link.take_pending()
-            store.save_outbox(pending)
-            if pending:
-                log.warning(
-                    "stopping with %d MQTT messages undelivered; they go out on the next start", len(pending)
-                )
-        store.set_meta(CLEAN_STOP, "1")
-        store.close()
+        try:
+            if self.link is not None:
+                pending = self.link.take_pending()
+                try:
+                    store.save_outbox(pending)
+                except sqlite3.Error as err:
+                    log.error("stopping: %d undelivered MQTT messages cannot be kept (%s)", len(pending), err)
+                    raise
+                if pending:
+                    log.warning(
+                        "stopping with %d MQTT messages undelivered; they go out on the next start",
+                        len(pending),
+                    )
+            # Not marked when anything above failed: the next start then rebuilds, from the
+            # calls' receipts, the call_ended events the broker never acknowledged.
+            store.set_meta(CLEAN_STOP, "1")
+        except sqlite3.Error as err:
+            log.error("storage: not marked as stopped cleanly (%s)", err)
+        finally:
+            store.close()
 
     def delivered(self, receipts: list[str]) -> None:
         if self.store is None:
@@ -495,13 +541,22 @@ class Bridge:
             stored = device.stored(step.phone, outcome.online, outcome.call_updated)
             store.save(stored, step.ended, outcome.receipts)
         except sqlite3.Error as err:
-            log.error("storage: %s", err)
-            raise Refused(503, f"cannot store the event ({err}); try again") from err
+            self.store_health.failed(err, f"phone {device.id}")
+            raise Refused(503, f"{STORE_REFUSAL} ({err}); try again") from err
+        if self.store_health.error is not None:
+            self.store_health.wrote()
 
     def save(self, device: Device) -> None:
-        """Store a device as it is now (after a rename, say)."""
-        if self.store is not None:
+        """Store a device as it is now (after a rename, say). A failure is told (StoreHealth) and
+        otherwise left: the phone's next stored step writes all of it."""
+        if self.store is None:
+            return
+        try:
             self.store.save(device.stored())
+        except sqlite3.Error as err:
+            self.store_health.failed(err, f"phone {device.id}")
+            return
+        self.store_health.wrote()
 
     def _commit(self, device: Device, outcome: Outcome, now: datetime) -> None:
         step = outcome.step
@@ -639,9 +694,14 @@ class Bridge:
         store = self.store
         if store is None:
             return
-        left = await asyncio.to_thread(store.checkpoint)
-        if self.store is store and left > WAL_LIMIT:
-            store.restart_wal()
+        try:
+            left = await asyncio.to_thread(store.checkpoint)
+            if self.store is store and left > WAL_LIMIT:
+                store.restart_wal()
+        except sqlite3.Error as err:  # a full disk: the database cannot grow by what the WAL holds
+            self.store_health.checkpoint(err)
+            return
+        self.store_health.checkpoint(None)
 
     # ---- polls ----------------------------------------------------------------------------------
 
@@ -830,8 +890,10 @@ class Bridge:
 
     def health(self) -> dict[str, object]:
         link = self.link
+        storage_error = self.store_health.error
         return {
-            "status": "ok",
+            "status": "ok" if storage_error is None else "degraded",
+            "storage_error": storage_error,
             "mqtt_connected": bool(link and link.connected),
             "queue_length": link.queue_length if link else 0,
             "uptime_seconds": round((self.clock() - self.started).total_seconds(), 3),

@@ -354,8 +354,12 @@ class Store:
             if self._checkpointer is not None:
                 self._checkpointer.close()
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:  # a full disk: the WAL stays, and the next start reads it
+                pass
+            finally:
+                self._db.close()
 
     # ---- the per-hit write ----------------------------------------------------------------------
 

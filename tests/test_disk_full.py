@@ -1,0 +1,202 @@
+"""A store on a disk that fills up: a real tmpfs of a few hundred kB under `storage.dir`.
+
+Hits that change a phone are refused with 503 while nothing can be written, the bridge says so
+once (log, `bridge/log`, /healthz, /metrics), and it takes hits again as soon as there is room,
+without a restart.
+"""
+
+import errno
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge import service
+from bridge.store import Store
+from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)"),
+    pytest.mark.skipif(shutil.which("mount") is None, reason="mounting a tmpfs needs mount (util-linux)"),
+]
+
+DISK = "512k"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """A file that takes every free byte of `disk`."""
+    filler = disk / "filler"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as out:
+        while True:
+            try:
+                out.write(chunk)
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    return filler
+                raise
+
+
+def mac(n: int) -> str:
+    return f"0015650d{n:04x}"
+
+
+def first_refused(hit: Callable[[str], httpx.Response], start: int, limit: int = 400) -> int:
+    """Phones from `start` get a first hit each until one is refused; its number."""
+    for n in range(start, start + limit):
+        answer = hit(f"/incoming_call/yealink?device={mac(n)}&remote=555{n}")
+        if answer.status_code == 503:
+            assert answer.text == "cannot store the event (database or disk is full); try again\n"
+            return n
+        assert answer.status_code == 200, answer.text
+    raise AssertionError(f"{limit} new phones were all stored on a full disk")
+
+
+def told(caplog: pytest.LogCaptureFixture, level: int, part: str = "") -> list[str]:
+    """The bridge's lines about its store, at `level`, that contain `part`."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.service" and r.levelno == level]
+    return [line for line in lines if line.startswith("storage:") and part in line]
+
+
+def refusals(metrics: str, reason: str) -> float:
+    found = re.search(rf'^amego_refusals_total\{{reason="{reason}",status="503"\}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture
+def checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each checkpoint the bridge runs, on every tick of its timers (1 s): True when it worked."""
+    monkeypatch.setattr(service, "CHECKPOINT_EVERY", 0.0)
+    ran: list[bool] = []
+    checkpoint = Store.checkpoint
+
+    def counted(store: Store) -> int:
+        try:
+            left = checkpoint(store)
+        except sqlite3.Error:
+            ran.append(False)
+            raise
+        ran.append(True)
+        return left
+
+    monkeypatch.setattr(Store, "checkpoint", counted)
+    return ran
+
+
+def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hits_again_when_there_is_room(
+    small_disk: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, checkpoints: list[bool]
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    base = unique_base()
+    watcher = Watcher(mosquitto.port, f"{base}/#")
+    config = make_config(base, mosquitto.url, {"storage": {"dir": str(small_disk / "data")}})
+    rb = start_bridge(config, mosquitto.endpoint)
+    try:
+        assert rb.hit(f"/incoming_call/yealink?device={mac(0)}&remote=5550").status_code == 200
+        filler = fill(small_disk)
+        refused = first_refused(rb.hit, 1)
+        devices = rb.hit("/healthz").json()["devices"]
+        for _ in range(3):  # refused again, each with its own line, and the error told once
+            assert rb.hit(f"/incoming_call/yealink?device={mac(refused)}&remote=1").status_code == 503
+        assert rb.hit(f"/call_terminated/yealink?device={mac(0)}").status_code == 503  # a known phone's
+
+        health = rb.hit("/healthz").json()
+        assert health["status"] == "degraded"
+        assert health["storage_error"] == "database or disk is full"
+        assert health["devices"] == devices  # the refused phone was not taken in
+        metrics = rb.hit("/metrics").text
+        assert (refusals(metrics, "storage"), refusals(metrics, "queue_full")) == (5, 0)
+        assert len([r for r in caplog.records if r.getMessage().startswith("refused 503")]) == 5
+        assert told(caplog, logging.ERROR, "cannot write") == [
+            f"storage: cannot write phone {mac(refused)} (database or disk is full); "
+            "hits that change a phone get 503 until it can"
+        ]
+        on_mqtt = watcher.wait_for(f"{base}/bridge/log", lambda p: p["message"].startswith("storage: cannot"))
+        assert on_mqtt["level"] == "error"
+        # The checkpoint cannot grow the database by what the WAL holds: told once, not each time.
+        before = len(checkpoints)
+        wait_until(lambda: checkpoints[before:].count(False) >= 2, what="two checkpoints on the full disk")
+        assert told(caplog, logging.ERROR, "write-ahead log") == [
+            "storage: cannot copy the write-ahead log into the database (database or disk is full)"
+        ]
+        assert not [r for r in caplog.records if r.getMessage() == "timer step failed"]
+
+        filler.unlink()  # room again, and no restart
+        again = f"/incoming_call/yealink?device={mac(refused)}&remote=1"
+        wait_until(lambda: rb.hit(again).status_code == 200, what="a hit taken once there is room")
+        health = rb.hit("/healthz").json()
+        assert (health["status"], health["storage_error"]) == ("ok", None)
+        assert health["devices"] == devices + 1
+        assert told(caplog, logging.WARNING) == [
+            "storage: writing again, after 5 failed writes (database or disk is full)"
+        ]
+        wait_until(lambda: checkpoints[-1], what="a checkpoint once there is room")
+        assert told(caplog, logging.WARNING, "write-ahead log") == [
+            "storage: the write-ahead log is copied into the database again"
+        ]
+
+        # Nothing of the refused hits was published or kept: the phone refused four times joins
+        # now with one event, and phone 0's call, whose end was refused, was still ringing.
+        watcher.wait_for(f"{base}/bridge/event", lambda p: p["data"].get("id") == mac(refused))
+        joined = [m.json()["type"] for m in watcher.on(f"{base}/bridge/event")]
+        assert joined.count("device_joined") == refused + 1  # phones 0 to `refused`, once each
+        events = [m.json()["event_type"] for m in watcher.on(f"{base}/{mac(refused)}/event")]
+        assert events == ["incoming_call"]
+        assert rb.hit(f"/call_terminated/yealink?device={mac(0)}").status_code == 200
+        ended = watcher.wait_for(f"{base}/{mac(0)}/event", lambda p: p["event_type"] == "call_ended")
+        assert (ended["call"]["number"], ended["call"]["result"]) == ("5550", "missed")
+    finally:
+        rb.stop()
+        watcher.close()
+
+
+def test_a_bridge_stopped_on_a_full_disk_stops_and_the_next_start_has_what_was_stored(
+    small_disk: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    base = unique_base()
+    config = make_config(base, mosquitto.url, {"storage": {"dir": str(small_disk / "data")}})
+    rb = start_bridge(config, mosquitto.endpoint)
+    assert rb.hit(f"/incoming_call/yealink?device={mac(0)}&remote=5550").status_code == 200
+    filler = fill(small_disk)
+    first_refused(rb.hit, 1)
+    rb.stop()
+    assert not rb.thread.is_alive()
+    # Before, uvicorn's "Application shutdown failed", with the store's traceback.
+    assert not [r for r in caplog.records if r.name.startswith("uvicorn") and r.levelno >= logging.ERROR]
+    assert told(caplog, logging.ERROR)[-1] == (
+        "storage: not marked as stopped cleanly (database or disk is full)"
+    )
+
+    filler.unlink()
+    watcher = Watcher(mosquitto.port, f"{base}/{mac(0)}/event")
+    again = start_bridge(config, mosquitto.endpoint)
+    try:  # the call that rang before the stop ends on the new bridge: it was restored
+        assert again.hit(f"/call_terminated/yealink?device={mac(0)}").status_code == 200
+        ended = watcher.wait_for(f"{base}/{mac(0)}/event", lambda p: p["event_type"] == "call_ended")
+        assert (ended["call"]["number"], ended["call"]["result"]) == ("5550", "missed")
+    finally:
+        again.stop()
+        watcher.close()
