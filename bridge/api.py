@@ -85,7 +85,8 @@ class Requests:
         return device
 
     def health_check(self, request: Request) -> object:
-        return {"healthy": True, **self.bridge.health()}
+        health = self.bridge.health()
+        return {"healthy": health["status"] == "ok", **health}
 
     def devices(self, request: Request) -> object:
         return self.bridge.registry.entries()
@@ -108,9 +109,11 @@ class Requests:
         if len(name) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise RequestError(f"a name is up to {NAME_MAX} characters, none of them control characters")
         bridge = self.bridge
-        old_name = device.name or device.id
+        old_name, kept = device.name or device.id, device.name
         device.name = name
-        bridge.save(device)
+        if not bridge.save(device):
+            device.name = kept
+            raise RequestError(f"cannot store the new name ({bridge.store_health.error}); try again")
         entry = device.entry()
         bridge.publish_forced(
             [
@@ -126,9 +129,10 @@ class Requests:
     def device_remove(self, request: Request) -> object:
         device = self.device_named(request)
         bridge = self.bridge
+        if not bridge.forget(device):
+            error = bridge.store_health.error
+            raise RequestError(f"cannot remove {device.id} from the store ({error}); try again")
         del bridge.registry.devices[device.id]
-        if bridge.store is not None:
-            bridge.store.delete_device(device.id)
         data = {"id": device.id, "name": device.name or device.id, "configured": device.configured}
         bridge.publish_forced(
             [

@@ -546,17 +546,30 @@ class Bridge:
         if self.store_health.error is not None:
             self.store_health.wrote()
 
-    def save(self, device: Device) -> None:
-        """Store a device as it is now (after a rename, say). A failure is told (StoreHealth) and
-        otherwise left: the phone's next stored step writes all of it."""
+    def save(self, device: Device) -> bool:
+        """Store a device as it is now (after a rename, say); False when the store cannot write,
+        which `store_health` tells."""
         if self.store is None:
-            return
+            return True
         try:
             self.store.save(device.stored())
         except sqlite3.Error as err:
             self.store_health.failed(err, f"phone {device.id}")
-            return
+            return False
         self.store_health.wrote()
+        return True
+
+    def forget(self, device: Device) -> bool:
+        """Remove a device from the store; False when the store cannot write (`store_health`)."""
+        if self.store is None:
+            return True
+        try:
+            self.store.delete_device(device.id)
+        except sqlite3.Error as err:
+            self.store_health.failed(err, f"the removal of phone {device.id}")
+            return False
+        self.store_health.wrote()
+        return True
 
     def _commit(self, device: Device, outcome: Outcome, now: datetime) -> None:
         step = outcome.step
@@ -767,8 +780,7 @@ class Bridge:
             "phone %s is %s: %s", device.id, "online" if online else "offline", why,
         )  # fmt: skip
         self.publish_forced([self.out.availability(device.id, online)])
-        if self.store is not None:
-            self.save(device)
+        self.save(device)  # when it cannot, the phone's next stored step has it
         self.notify(DeviceChanged(device.id))
 
     # ---- MQTT -----------------------------------------------------------------------------------

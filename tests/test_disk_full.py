@@ -21,6 +21,7 @@ import pytest
 from bridge import service
 from bridge.store import Store
 from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base, wait_until
+from tests.test_devices import request
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)"),
@@ -116,21 +117,37 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
     try:
         assert rb.hit(f"/incoming_call/yealink?device={mac(0)}&remote=5550").status_code == 200
         filler = fill(small_disk)
+        # A rename writes one page, which may still fit where the WAL file's last block has room
+        # (up to 3 do). The first refused one leaves the name as it was.
+        for n in range(5):
+            renamed = request(watcher, base, "device/rename", {"id": mac(0), "name": f"Desk {n}"})
+            if renamed["status"] == "error":
+                break
+        assert renamed["error"] == "cannot store the new name (database or disk is full); try again"
+        names = {d["id"]: d["name"] for d in rb.hit("/api/devices").json()}
+        assert names[mac(0)] == (f"Desk {n - 1}" if n else mac(0))
         refused = first_refused(rb.hit, 1)
         devices = rb.hit("/healthz").json()["devices"]
         for _ in range(3):  # refused again, each with its own line, and the error told once
             assert rb.hit(f"/incoming_call/yealink?device={mac(refused)}&remote=1").status_code == 503
         assert rb.hit(f"/call_terminated/yealink?device={mac(0)}").status_code == 503  # a known phone's
+        removed = request(watcher, base, "device/remove", {"id": mac(0)})
+        assert removed["error"] == (
+            f"cannot remove {mac(0)} from the store (database or disk is full); try again"
+        )
+        assert mac(0) in {d["id"] for d in rb.hit("/api/devices").json()}
 
         health = rb.hit("/healthz").json()
         assert health["status"] == "degraded"
         assert health["storage_error"] == "database or disk is full"
         assert health["devices"] == devices  # the refused phone was not taken in
+        checked = request(watcher, base, "health_check", {})["data"]
+        assert (checked["healthy"], checked["status"]) == (False, "degraded")
         metrics = rb.hit("/metrics").text
         assert (refusals(metrics, "storage"), refusals(metrics, "queue_full")) == (5, 0)
         assert len([r for r in caplog.records if r.getMessage().startswith("refused 503")]) == 5
         assert told(caplog, logging.ERROR, "cannot write") == [
-            f"storage: cannot write phone {mac(refused)} (database or disk is full); "
+            f"storage: cannot write phone {mac(0)} (database or disk is full); "
             "hits that change a phone get 503 until it can"
         ]
         on_mqtt = watcher.wait_for(f"{base}/bridge/log", lambda p: p["message"].startswith("storage: cannot"))
@@ -149,9 +166,11 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
         health = rb.hit("/healthz").json()
         assert (health["status"], health["storage_error"]) == ("ok", None)
         assert health["devices"] == devices + 1
+        failures = 1 + 5 + 1  # the rename, the hits and the removal
         assert told(caplog, logging.WARNING) == [
-            "storage: writing again, after 5 failed writes (database or disk is full)"
+            f"storage: writing again, after {failures} failed writes (database or disk is full)"
         ]
+        assert request(watcher, base, "device/rename", {"id": mac(0), "name": "Desk"})["status"] == "ok"
         wait_until(lambda: checkpoints[-1], what="a checkpoint once there is room")
         assert told(caplog, logging.WARNING, "write-ahead log") == [
             "storage: the write-ahead log is copied into the database again"
