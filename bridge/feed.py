@@ -33,7 +33,15 @@ class DeviceChanged:
     ended: tuple[CallRecord, ...] = ()
 
 
-UiEvent = HitSeen | DeviceChanged
+@frozen
+class HealthChanged:
+    """The bridge's link to its broker went down or up, or its store stopped or started taking
+    writes (`Bridge.problems` says what is wrong now)."""
+
+    what: str  # "mqtt" or "storage"
+
+
+UiEvent = HitSeen | DeviceChanged | HealthChanged
 
 
 @frozen

@@ -344,6 +344,7 @@ class MqttLink:
         self._empty = asyncio.Event()
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (level, waiter): `drained_to`
         self.on_delivered: Callable[[list[str]], None] | None = None
+        self.on_disconnected: Callable[[], None] | None = None  # a connection that was up closed
         self.published = 0  # acknowledged as delivered
         self.refused = 0  # acknowledged with a failure, e.g. Not authorized by the broker's ACL
         self._refusals_quiet_until = 0.0
@@ -511,6 +512,8 @@ class MqttLink:
         self._loop.remove_reader(sock)
         self._loop.remove_writer(sock)
         self._writer = False
+        if self._ready and self.on_disconnected is not None:
+            self._loop.call_soon(self.on_disconnected)
         self._ready = False
         # Before anything else is published: what paho holds unacknowledged goes out again from
         # our queue, ahead of everything queued after it.

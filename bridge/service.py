@@ -23,7 +23,7 @@ from bridge.contacts import ContactsFile
 from bridge.control import PhoneControl, Response
 from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
-from bridge.feed import DeviceChanged, HitSeen, UiEvent
+from bridge.feed import DeviceChanged, HealthChanged, HitSeen, UiEvent
 from bridge.frozen import frozen, replace
 from bridge.metrics import STORE_REFUSAL, Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
@@ -102,23 +102,28 @@ class StoreHealth:
     `503`, each with its own refusal line; a log line with the error for each of them as well
     would say the same thing a thousand times."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+        self.on_change = on_change  # writes began to fail, or work again
         self.error: str | None = None  # the last write's error, while writes fail
         self.failures = 0  # writes failed since writes began to fail
         self.checkpoint_error: str | None = None
 
     def failed(self, err: sqlite3.Error, what: str) -> None:
-        if self.error is None:
+        first = self.error is None
+        if first:
             log.error(
                 "storage: cannot write %s (%s); hits that change a phone get 503 until it can", what, err
             )
         self.error = str(err)
         self.failures += 1
+        if first:
+            self.on_change()
 
     def wrote(self) -> None:
         if self.error is not None:
             log.warning("storage: writing again, after %d failed writes (%s)", self.failures, self.error)
             self.error, self.failures = None, 0
+            self.on_change()
 
     def checkpoint(self, err: sqlite3.Error | None) -> None:
         """A checkpoint's outcome: None when it ran."""
@@ -196,7 +201,7 @@ class Bridge:
         self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
         self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
         self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
-        self.store_health = StoreHealth()
+        self.store_health = StoreHealth(lambda: self.notify(HealthChanged("storage")))
         self._announced: list[str] = []  # receipts acknowledged by the broker, not yet cleared in the store
         self._announce_due: asyncio.Handle | None = None
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
@@ -239,6 +244,7 @@ class Bridge:
     def attach(self, link: MqttLink) -> None:
         self.link = link
         link.on_delivered = self.delivered
+        link.on_disconnected = lambda: self.notify(HealthChanged("mqtt"))
         if self.backlog:
             link.publish(self.backlog, force=True)
             self.backlog = []
@@ -787,6 +793,7 @@ class Bridge:
 
     def on_connected(self) -> None:
         """(Re)state everything retained: the broker may have lost it."""
+        self.notify(HealthChanged("mqtt"))
         self.publish_forced(
             [
                 self.out.state(True),
@@ -911,6 +918,22 @@ class Bridge:
             "uptime_seconds": round((self.clock() - self.started).total_seconds(), 3),
             "devices": len(self.devices),
         }
+
+    def problems(self) -> list[str]:
+        """What keeps the bridge from doing all of its job now, in words, for the status page."""
+        found = []
+        link = self.link
+        if link is not None and not link.connected:
+            found.append(
+                f"Not connected to the MQTT broker ({link.settings.host}:{link.settings.port}): "
+                "hits are still answered, and their messages wait in the queue until it is back."
+            )
+        if self.store_health.error is not None:
+            found.append(
+                f"The store cannot write ({self.store_health.error}): hits that change a phone are "
+                "refused with 503 until it can."
+            )
+        return found
 
     def http_url(self) -> str:
         """`http_url(config.http)`, looked up at most once every HTTP_URL_FOR: with no public_url

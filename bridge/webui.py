@@ -24,7 +24,17 @@ from starlette.templating import Jinja2Templates
 
 from bridge import __version__, payloads
 from bridge.calls import CallRecord, CallResult
-from bridge.feed import CLOSE, DeviceChanged, Fanout, HitLog, HitSeen, LoggedHit, UiEvent, frame
+from bridge.feed import (
+    CLOSE,
+    DeviceChanged,
+    Fanout,
+    HealthChanged,
+    HitLog,
+    HitSeen,
+    LoggedHit,
+    UiEvent,
+    frame,
+)
 from bridge.service import Bridge
 from bridge.store import CallQuery
 from bridge.webviews import (
@@ -99,6 +109,8 @@ class StatusPage:
             self.fanout.publish(self.device_frame(event.device))
             if event.ended:
                 self.fanout.publish(self.recent_frame())
+        elif isinstance(event, HealthChanged) and self.fanout:
+            self.fanout.publish(self.health_frame())
 
     def hit_frame(self, entry: LoggedHit) -> str:
         hit, device = entry.hit, hit_device(entry.hit)
@@ -128,6 +140,9 @@ class StatusPage:
             "html": str(self.parts.phone_card(device, now)),
         }
         return frame("device", json.dumps(data))
+
+    def health_frame(self) -> str:
+        return frame("health", json.dumps({"html": str(self.parts.health(self.bridge.problems()))}))
 
     def recent_frame(self) -> str:
         rows = self.parts.call_rows(self.recent_calls(), self.names())
@@ -181,6 +196,7 @@ class StatusPage:
             active=name.removesuffix(".html"),
             now=self.bridge.clock(),
             seq=self.hits.seq,
+            problems=self.bridge.problems(),
         )
         return self.templates.TemplateResponse(
             request, name, context, status_code=status, headers={"Cache-Control": "no-store"}
@@ -282,6 +298,7 @@ class StatusPage:
             *(self.hit_frame(entry) for entry in list(self.hits.after(after))),
             *(self.device_frame(device_id) for device_id in list(self.bridge.devices)),
             self.recent_frame(),
+            self.health_frame(),
         ]
         try:
             for item in snapshot:

@@ -143,6 +143,10 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
         assert health["devices"] == devices  # the refused phone was not taken in
         checked = request(watcher, base, "health_check", {})["data"]
         assert (checked["healthy"], checked["status"]) == (False, "degraded")
+        page = rb.hit("/").text  # the status page too (tests/test_web.py shows it live)
+        assert (
+            '<p class="problem">The store cannot write (database or disk is full): hits that change' in page
+        )
         metrics = rb.hit("/metrics").text
         assert (refusals(metrics, "storage"), refusals(metrics, "queue_full")) == (5, 0)
         assert len([r for r in caplog.records if r.getMessage().startswith("refused 503")]) == 5
@@ -166,6 +170,7 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
         health = rb.hit("/healthz").json()
         assert (health["status"], health["storage_error"]) == ("ok", None)
         assert health["devices"] == devices + 1
+        assert 'class="problem"' not in rb.hit("/").text
         failures = 1 + 5 + 1  # the rename, the hits and the removal
         assert told(caplog, logging.WARNING) == [
             f"storage: writing again, after {failures} failed writes (database or disk is full)"

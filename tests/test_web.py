@@ -146,6 +146,33 @@ def test_debug_page_shows_refused_hits_with_their_reason(
         expect(tab.locator("#hits tr:visible")).to_contain_text("missing or wrong token")
 
 
+def test_the_page_says_while_the_broker_is_away(
+    browser: Browser, own_mosquitto: Mosquitto, base_topic: str
+) -> None:
+    with (
+        bridge_with(own_mosquitto, base_topic, {}) as rb,
+        tab_in(browser.new_context(viewport={"width": 1100, "height": 600})) as tab,
+    ):
+        tab.goto(rb.url + "/")
+        expect(tab.locator("#live")).to_have_text("Live")
+        problems = tab.locator("#health .problem")
+        expect(problems).to_have_count(0)
+
+        own_mosquitto.stop()
+        away = f"Not connected to the MQTT broker (127.0.0.1:{own_mosquitto.port}): hits are still"
+        expect(problems).to_have_text(
+            [f"{away} answered, and their messages wait in the queue until it is back."]
+        )
+        send(rb, f"/offhook/yealink?device={A}")  # answered meanwhile, as it says
+        expect(tab.locator("#phone-001565aabb01 .state-name")).to_have_text("offhook")
+        shoot(tab, "broker-away")
+        tab.reload()  # rendered by the server too
+        expect(problems).to_have_count(1)
+
+        own_mosquitto.start()
+        expect(problems).to_have_count(0, timeout=20_000)  # the bridge's next try: 1-8 s after it went
+
+
 def test_setup_page_shows_the_urls_with_the_server_filled_in(
     browser: Browser, mosquitto: Mosquitto, base_topic: str
 ) -> None:

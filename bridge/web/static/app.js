@@ -74,6 +74,10 @@
       const old = document.getElementById("phone-" + data.id);
       if (old) old.remove();
     },
+    health(data) {
+      const health = document.getElementById("health");
+      if (health) health.replaceChildren(fragment(data.html));
+    },
     calls(data) {
       const recent = document.getElementById("recent");
       if (recent) recent.replaceChildren(fragment(data.html));
