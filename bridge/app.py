@@ -314,7 +314,8 @@ def build_app(
             await embedded.start()
         bridge.arp.start()  # the one CAP_NET_RAW warning, at start-up
         phone.prepare()  # before the first hit: later it would hold hits up
-        bridge.open()
+        if bridge.store is None:  # `amego-bridge run` opened it before the server started
+            bridge.open()
         timers = asyncio.create_task(bridge.run_timers())
         link = None
         log_feed = None

@@ -176,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bridge.app import build_app
     from bridge.service import Bridge
+    from bridge.store import StoreError
     from bridge.webui import Server
 
     endpoint, embedded = choose_broker(config)
@@ -187,6 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if embedded is not None and not embedded.loopback_only:
         log.warning("the embedded MQTT broker takes anyone who reaches %s, with no password", broker)
     log.info("config: %s", config.path or "defaults (no config file)")
+    try:  # before the server: a store it cannot use is one line, not uvicorn's trace of its start-up
+        bridge.open()
+    except StoreError as err:
+        raise UsageError(str(err)) from err
     # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again for the handler
     # it found: make that a clean exit (0), not a death by signal or a KeyboardInterrupt trace.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

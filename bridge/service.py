@@ -40,7 +40,7 @@ from bridge.poll import (
 )
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
-from bridge.store import CallQuery, Store
+from bridge.store import CallQuery, Store, StoreCorrupt, StoredDevice, corrupt, set_aside
 from bridge.topics import BridgeTopic, DeviceTopic, Topics
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,9 @@ class Bridge:
     def open(self) -> None:
         """Restore what the store kept: phones, their calls and history, undelivered messages."""
         self.contacts.refresh()
-        store = self.store = Store(Path(self.config.storage.dir))
-        for stored, records in store.devices(self.config.calls.history_size):
+        store, kept = self._open_store(Path(self.config.storage.dir))
+        self.store = store
+        for stored, records in kept:
             self.registry.restore(stored, records)
         self.backlog = store.take_outbox()
         if store.meta(CLEAN_STOP) == "0":
@@ -279,6 +280,32 @@ class Bridge:
             log.error("storage: not marked as stopped cleanly (%s)", err)
         finally:
             store.close()
+
+    def _open_store(self, directory: Path) -> tuple[Store, list[tuple[StoredDevice, list[CallRecord]]]]:
+        """The store and the phones it kept. A damaged one is set aside, kept as it was, and a new
+        one started: the bridge runs on, its phones come back with their next hits (as Home
+        Assistant's recorder does with a damaged database)."""
+        try:
+            store = Store(directory)
+            try:
+                store.check()
+                return store, store.devices(self.config.calls.history_size)
+            except sqlite3.Error as err:
+                store.close(checkpoint=False)
+                if corrupt(err):
+                    raise StoreCorrupt(f"{store.path}: {err}") from err
+                raise
+            except StoreCorrupt:
+                store.close(checkpoint=False)
+                raise
+        except StoreCorrupt as err:
+            moved = set_aside(directory, self.clock())
+            log.error(
+                "storage: %s; set aside as %s, and a new store started: phones come back with their "
+                "next hits, and the calls kept there are not in the call log",
+                err, moved.name,
+            )  # fmt: skip
+            return Store(directory), []
 
     def delivered(self, receipts: list[str]) -> None:
         if self.store is None:

@@ -77,6 +77,28 @@ class StoreError(Exception):
     """The store cannot be opened or is from a newer version of the bridge."""
 
 
+class StoreCorrupt(StoreError):
+    """The store's file is not a SQLite database, or SQLite finds it damaged."""
+
+
+def corrupt(err: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (SQLITE_CORRUPT, its variants) or not a database."""
+    name = getattr(err, "sqlite_errorname", "")
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
+def set_aside(directory: Path, when: datetime) -> Path:
+    """Move a damaged store out of the way, with its WAL, as `amego.sqlite3.corrupt-<UTC time>`
+    (and `-wal`): kept as they were, for whoever wants to recover what they hold. The new name."""
+    path = directory / FILE_NAME
+    moved = path.with_name(f"{FILE_NAME}.corrupt-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{moved}{suffix}")
+    return moved
+
+
 @frozen
 class StoredDevice:
     id: str
@@ -275,6 +297,15 @@ class Store:
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"storage.dir: cannot open {directory}: {err}") from err
         self._lock = threading.Lock()  # the loop thread and to_thread() workers share one connection
+        try:
+            self._set_up()
+        except sqlite3.Error as err:
+            self._db.close()
+            if corrupt(err):
+                raise StoreCorrupt(f"{self.path}: {err}") from err
+            raise StoreError(f"storage.dir: cannot open {self.path}: {err}") from err
+
+    def _set_up(self) -> None:
         # Pages of 1 kB for a new store (an existing one keeps its own; README, "Reliability"). Each
         # hit's commit appends its phone's page to the WAL, and the checkpoint every 5 s syncs
         # what piled up: 5 kB a hit with SQLite's default 4 kB pages. While that sync ran, the
@@ -322,6 +353,19 @@ class Store:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    def check(self) -> None:
+        """SQLite's quick check of the whole file (55 ms for 10,000 phones with 100,000 calls):
+        StoreCorrupt when it finds damage."""
+        try:
+            with self._lock:
+                found = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as err:
+            if corrupt(err):
+                raise StoreCorrupt(f"{self.path}: {err}") from err
+            raise
+        if found != "ok":
+            raise StoreCorrupt(f"{self.path}: {' '.join(str(found).split())}")
+
     def checkpoint(self) -> int:
         """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer). The
         bytes of WAL it left behind, when writes came in meanwhile (else 0: the next write starts
@@ -343,10 +387,11 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(RESTART)")
 
-    def close(self) -> None:
+    def close(self, checkpoint: bool = True) -> None:
         """Close the store. A checkpoint running on its thread is waited for: a PASSIVE one copies
-        at most the WAL (`WAL_LIMIT` and what came since, bench/README.md)."""
-        if self._read_only:
+        at most the WAL (`WAL_LIMIT` and what came since, bench/README.md). Without `checkpoint`,
+        the file is left as it is (a damaged one, to be set aside)."""
+        if self._read_only or not checkpoint:
             self._db.close()
             return
         with self._checkpointing:

@@ -1,0 +1,87 @@
+"""A store SQLite finds damaged, or a file that is not one: set aside as it was, and a new store
+started, so the bridge runs on (as Home Assistant's recorder does with a damaged database)."""
+
+import hashlib
+import logging
+import re
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE
+from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base
+from tests.test_cli import run
+
+A, B = "001565da0001", "001565da0002"
+
+
+def damage_pages(path: Path) -> None:
+    """Pages 4 to 6 overwritten, as a failing SD card might leave them; the header is intact."""
+    data = bytearray(path.read_bytes())
+    data[3 * PAGE_SIZE : 6 * PAGE_SIZE] = b"\x5a" * (3 * PAGE_SIZE)
+    path.write_bytes(data)
+
+
+def not_a_database(path: Path) -> None:
+    path.write_bytes(b"these are not the bytes of a SQLite database\n" * 100)
+
+
+@pytest.mark.parametrize("damage", [damage_pages, not_a_database], ids=["damaged pages", "not a database"])
+def test_a_damaged_store_is_set_aside_as_it_was_and_the_bridge_runs_on_a_new_one(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    base = unique_base()
+    config = make_config(base, mosquitto.url)
+    directory = Path(config.storage.dir)
+    first = start_bridge(config, mosquitto.endpoint)
+    for event in ("incoming_call", "call_established", "call_terminated"):
+        assert first.hit(f"/{event}/yealink?device={A}&remote=5551").status_code == 200
+    first.stop()
+    with closing(sqlite3.connect(directory / FILE_NAME)) as db:  # the damage must hit the tables
+        assert db.execute("SELECT count(*) FROM calls").fetchone() == (1,)
+        assert db.execute("PRAGMA page_count").fetchone()[0] > 6
+    damage(directory / FILE_NAME)
+    digest = hashlib.sha256((directory / FILE_NAME).read_bytes()).hexdigest()
+
+    watcher = Watcher(mosquitto.port, f"{base}/{B}/event")
+    again = start_bridge(config, mosquitto.endpoint)
+    try:
+        told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(told) == 1, told
+        assert told[0].startswith(f"storage: {directory / FILE_NAME}: ")
+        assert "a new store started: phones come back with their next hits" in told[0]
+        moved = directory / told[0].split("set aside as ")[1].split(",")[0]
+        assert re.fullmatch(rf"{FILE_NAME}\.corrupt-\d{{8}}T\d{{6}}Z", moved.name)
+        assert hashlib.sha256(moved.read_bytes()).hexdigest() == digest  # kept as it was
+
+        assert again.hit(f"/incoming_call/yealink?device={B}&remote=5552").status_code == 200
+        assert watcher.wait_for(f"{base}/{B}/event")["event_type"] == "incoming_call"
+        assert {d["id"] for d in again.hit("/api/devices").json()} == {B}
+        assert again.hit("/api/calls").json() == []
+        with closing(sqlite3.connect(directory / FILE_NAME)) as db:  # the new one keeps what comes now
+            assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
+            assert [row[0] for row in db.execute("SELECT id FROM devices")] == [B]
+    finally:
+        again.stop()
+        watcher.close()
+
+
+def test_run_refuses_a_store_of_a_newer_bridge_in_one_line(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with closing(sqlite3.connect(data / FILE_NAME)) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mqtt]\nurl = "{mosquitto.url}"\n[storage]\ndir = "{data}"\n[http]\nport = 1\n')
+    result = run("run", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"amego-bridge: {data / FILE_NAME} is from a newer amego-bridge (schema {len(MIGRATIONS) + 1}, "
+        f"this one knows {len(MIGRATIONS)}); upgrade the bridge or move the file away"
+    )
+    assert "Traceback" not in result.stderr
+    assert not list(data.glob("*.corrupt-*"))  # not damaged: left where it is
