@@ -112,8 +112,9 @@ class StoreHealth:
         first = self.error is None
         if first:
             log.error(
-                "storage: cannot write %s (%s); hits that change a phone get 503 until it can", what, err
-            )
+                "storage: cannot write %s (%s); hits that change a phone get 503 until it can%s",
+                what, err, "; restart the bridge to set the damaged store aside" if corrupt(err) else "",
+            )  # fmt: skip
         self.error = str(err)
         self.failures += 1
         if first:
