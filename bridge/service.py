@@ -40,7 +40,16 @@ from bridge.poll import (
 )
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
-from bridge.store import CallQuery, Store, StoreCorrupt, StoredDevice, corrupt, set_aside
+from bridge.store import (
+    FILE_NAME,
+    CallQuery,
+    Store,
+    StoreCorrupt,
+    StoredDevice,
+    StoreError,
+    corrupt,
+    set_aside,
+)
 from bridge.topics import BridgeTopic, DeviceTopic, Topics
 
 log = logging.getLogger(__name__)
@@ -291,22 +300,22 @@ class Bridge:
             try:
                 store.check()
                 return store, store.devices(self.config.calls.history_size)
-            except sqlite3.Error as err:
-                store.close(checkpoint=False)
-                if corrupt(err):
-                    raise StoreCorrupt(f"{store.path}: {err}") from err
-                raise
-            except StoreCorrupt:
+            except BaseException:
                 store.close(checkpoint=False)
                 raise
+        except sqlite3.Error as err:  # reading what it kept
+            if not corrupt(err):
+                raise StoreError(f"storage.dir: cannot read {directory / FILE_NAME}: {err}") from err
+            damage = f"{directory / FILE_NAME}: {err}"
         except StoreCorrupt as err:
-            moved = set_aside(directory, self.clock())
-            log.error(
-                "storage: %s; set aside as %s, and a new store started: phones come back with their "
-                "next hits, and the calls kept there are not in the call log",
-                err, moved.name,
-            )  # fmt: skip
-            return Store(directory), []
+            damage = str(err)  # it names the file
+        moved = set_aside(directory, self.clock())
+        log.error(
+            "storage: %s; set aside as %s, and a new store started: phones come back with their "
+            "next hits, and the calls kept there are not in the call log",
+            damage, moved.name,
+        )  # fmt: skip
+        return Store(directory), []
 
     def delivered(self, receipts: list[str]) -> None:
         if self.store is None:
