@@ -234,13 +234,22 @@ class Bridge:
         self.store = store
         for stored, records in kept:
             self.registry.restore(stored, records)
-        self.backlog = store.take_outbox()
+        # A full disk does not keep the bridge from starting: it runs, and refuses the hits it
+        # cannot store (503) until there is room.
+        try:
+            self.backlog = store.take_outbox()
+        except sqlite3.Error as err:  # they go out now, and again after the next start
+            self.store_health.failed(err, "the removal of the messages kept at the last stop")
+            self.backlog = store.outbox()
         if store.meta(CLEAN_STOP) == "0":
             # Killed: the call_ended messages the broker never acknowledged are rebuilt.
             for receipt, rec in store.unannounced():
                 device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
                 self.backlog.append(self._call_ended(device, rec, None, rec.ended, receipt))
-        store.set_meta(CLEAN_STOP, "0")
+        try:
+            store.set_meta(CLEAN_STOP, "0")
+        except sqlite3.Error as err:
+            self.store_health.failed(err, "the mark of a running bridge")
         log.info(
             "storage %s: %d phones, %d calls, %d messages to deliver",
             store.path, len(self.devices), store.count_calls(), len(self.backlog),
@@ -340,7 +349,9 @@ class Bridge:
         try:
             store.announced(receipts)
         except sqlite3.Error as err:  # their call_ended may go out again after a kill: no more
-            log.error("storage: %s", err)
+            self.store_health.failed(err, "the receipts of delivered call_ended events")
+            return
+        self.store_health.wrote()
 
     # ---- identity -------------------------------------------------------------------------------
 

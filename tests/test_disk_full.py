@@ -196,7 +196,7 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
         watcher.close()
 
 
-def test_a_bridge_stopped_on_a_full_disk_stops_and_the_next_start_has_what_was_stored(
+def test_a_bridge_stops_and_starts_on_a_full_disk_and_takes_hits_once_there_is_room(
     small_disk: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge")
@@ -205,7 +205,7 @@ def test_a_bridge_stopped_on_a_full_disk_stops_and_the_next_start_has_what_was_s
     rb = start_bridge(config, mosquitto.endpoint)
     assert rb.hit(f"/incoming_call/yealink?device={mac(0)}&remote=5550").status_code == 200
     filler = fill(small_disk)
-    first_refused(rb.hit, 1)
+    refused = first_refused(rb.hit, 1)
     rb.stop()
     assert not rb.thread.is_alive()
     # Before, uvicorn's "Application shutdown failed", with the store's traceback.
@@ -214,13 +214,25 @@ def test_a_bridge_stopped_on_a_full_disk_stops_and_the_next_start_has_what_was_s
         "storage: not marked as stopped cleanly (database or disk is full)"
     )
 
-    filler.unlink()
+    # Started again on the full disk (it failed to start: the mark of a running bridge is a
+    # write): it runs, says what it cannot do, and refuses what it cannot store.
+    caplog.clear()
     watcher = Watcher(mosquitto.port, f"{base}/{mac(0)}/event")
     again = start_bridge(config, mosquitto.endpoint)
-    try:  # the call that rang before the stop ends on the new bridge: it was restored
+    try:
+        assert told(caplog, logging.ERROR) == [
+            "storage: cannot write the mark of a running bridge (database or disk is full); "
+            "hits that change a phone get 503 until it can"
+        ]
+        health = again.hit("/healthz").json()
+        assert (health["status"], health["devices"]) == ("degraded", refused)
+        assert again.hit(f"/incoming_call/yealink?device={mac(refused)}&remote=1").status_code == 503
+
+        filler.unlink()  # the call that rang before the stop ends now: it was restored
         assert again.hit(f"/call_terminated/yealink?device={mac(0)}").status_code == 200
         ended = watcher.wait_for(f"{base}/{mac(0)}/event", lambda p: p["event_type"] == "call_ended")
         assert (ended["call"]["number"], ended["call"]["result"]) == ("5550", "missed")
+        assert again.hit("/healthz").json()["status"] == "ok"
     finally:
         again.stop()
         watcher.close()
