@@ -318,7 +318,10 @@ class Bridge:
             damage = f"{directory / FILE_NAME}: {err}"
         except StoreCorrupt as err:
             damage = str(err)  # it names the file
-        moved = set_aside(directory, self.clock())
+        try:
+            moved = set_aside(directory, self.clock())
+        except OSError as err:
+            raise StoreError(f"storage.dir: {damage}, and it cannot be set aside: {err}") from err
         log.error(
             "storage: %s; set aside as %s, and a new store started: phones come back with their "
             "next hits, and the calls kept there are not in the call log",

@@ -6,6 +6,7 @@ few commits. Small per-hit writes run on the loop thread (tens of microseconds);
 (retention, queries over many records) is meant to run in a thread via `asyncio.to_thread`.
 """
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -391,7 +392,7 @@ class Store:
         """Close the store. A checkpoint running on its thread is waited for: a PASSIVE one copies
         at most the WAL (`WAL_LIMIT` and what came since, bench/README.md). Without `checkpoint`,
         the file is left as it is (a damaged one, to be set aside)."""
-        if self._read_only or not checkpoint:
+        if self._read_only:
             self._db.close()
             return
         with self._checkpointing:
@@ -400,9 +401,9 @@ class Store:
                 self._checkpointer.close()
         with self._lock:
             try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # a full disk: the WAL stays, and the next start reads it
-                pass
+                if checkpoint:  # on a full disk it cannot: the WAL stays, and the next start reads it
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 self._db.close()
 
