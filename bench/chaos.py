@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=300, help="how long faults come (default 300)")
     p.add_argument("--rate", type=float, default=100, help="hits a second, about (default 100)")
     p.add_argument("--seed", type=int, default=2, help="which faults, and when")
+    p.add_argument("--each", action="store_true", help="each fault once, in turn, 2 s apart (for tests)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/chaos.py needs root: it mounts a tmpfs to fill", file=sys.stderr)
@@ -194,12 +195,25 @@ def main(argv: list[str] | None = None) -> int:
         stopping = threading.Event()
         sender = threading.Thread(target=load, args=(rig.http_port, args.rate, answers, stopping))
         sender.start()
-        began, happened = time.monotonic(), []
+        began = time.monotonic()
+        happened: list[str] = []
+
+        def next_fault() -> str | None:
+            """The next fault, after a pause; None when the run is over."""
+            if args.each:
+                if len(happened) == len(FAULTS):
+                    return None
+                time.sleep(2)
+                return FAULTS[len(happened)]
+            if time.monotonic() - began >= args.seconds:
+                return None
+            time.sleep(rng.uniform(4, 8))
+            return rng.choice(FAULTS)
+
         try:
-            while time.monotonic() - began < args.seconds:
-                time.sleep(rng.uniform(4, 8))
+            while (kind := next_fault()) is not None:
                 at = time.monotonic() - began
-                happened.append(f"{at:.0f} s: {rig.fault(rng.choice(FAULTS), rng)}")
+                happened.append(f"{at:.0f} s: {rig.fault(kind, rng)}")
                 print(happened[-1], file=sys.stderr)
         finally:
             stopping.set()

@@ -1,6 +1,7 @@
 """The benchmark command runs from the tree and prints its table (a tiny run; no timing asserted)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,18 @@ def test_instruction_count_runs_both_servers_under_callgrind(tmp_path: Path) -> 
         # Counted, and for those hits only: an HTTP hit in Python takes far more than 10,000
         # instructions, and start-up (imports: billions) is not in it.
         assert 10_000 < counts[name]["per_hit"] < 20_000_000, counts
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(os.geteuid() != 0, reason="bench/chaos.py mounts a tmpfs: root (CI runs as root)")
+def test_chaos_soak_brings_each_fault_and_finds_every_accepted_hit(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "chaos.py", "--each", "--rate", "50", timeout=110)
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    faults = lines["faults"]
+    for fault in ("broker away", "disk full", "bridge killed", "bridge stopped (exit code 0)"):
+        assert fault in faults, faults
+    accepted = int(lines["answered 200"].split(";")[0])
+    assert accepted > 100, lines
+    assert lines["answered 200"] == f"{accepted}; their events arrived: {accepted}"
+    assert lines["missing"] == "0 []"
+    assert lines["the bridge's last stop"] == "exit code 0"
