@@ -211,7 +211,8 @@ class Bridge:
         self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
         self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
         self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
-        self.store_health = StoreHealth(lambda: self.notify(HealthChanged("storage")))
+        self.store_health = StoreHealth(self._store_health_changed)
+        self._unmarked = False  # the store does not say yet that a bridge runs on it (a full disk)
         self._announced: list[str] = []  # receipts acknowledged by the broker, not yet cleared in the store
         self._announce_due: asyncio.Handle | None = None
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
@@ -246,10 +247,8 @@ class Bridge:
             for receipt, rec in store.unannounced():
                 device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
                 self.backlog.append(self._call_ended(device, rec, None, rec.ended, receipt))
-        try:
-            store.set_meta(CLEAN_STOP, "0")
-        except sqlite3.Error as err:
-            self.store_health.failed(err, "the mark of a running bridge")
+        self._unmarked = True
+        self._mark_running()
         log.info(
             "storage %s: %d phones, %d calls, %d messages to deliver",
             store.path, len(self.devices), store.count_calls(), len(self.backlog),
@@ -299,6 +298,22 @@ class Bridge:
             log.error("storage: not marked as stopped cleanly (%s)", err)
         finally:
             store.close()
+
+    def _mark_running(self) -> None:
+        """Mark the store as in use, so that a kill is told from a stop at the next start."""
+        if self.store is None or not self._unmarked:
+            return
+        try:
+            self.store.set_meta(CLEAN_STOP, "0")
+        except sqlite3.Error as err:  # again once the store takes writes (`_store_health_changed`)
+            self.store_health.failed(err, "the mark of a running bridge")
+            return
+        self._unmarked = False
+
+    def _store_health_changed(self) -> None:
+        if self.store_health.error is None:
+            self._mark_running()
+        self.notify(HealthChanged("storage"))
 
     def _open_store(self, directory: Path) -> tuple[Store, list[tuple[StoredDevice, list[CallRecord]]]]:
         """The store and the phones it kept. A damaged one is set aside, kept as it was, and a new

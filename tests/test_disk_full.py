@@ -13,13 +13,14 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge import service
-from bridge.store import Store
+from bridge.store import FILE_NAME, Store
 from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base, wait_until
 from tests.test_devices import request
 
@@ -176,10 +177,10 @@ def test_a_full_disk_refuses_hits_with_503_says_so_once_and_the_bridge_takes_hit
             f"storage: writing again, after {failures} failed writes (database or disk is full)"
         ]
         assert request(watcher, base, "device/rename", {"id": mac(0), "name": "Desk"})["status"] == "ok"
-        wait_until(lambda: checkpoints[-1], what="a checkpoint once there is room")
-        assert told(caplog, logging.WARNING, "write-ahead log") == [
-            "storage: the write-ahead log is copied into the database again"
-        ]
+        # A checkpoint once there is room (its outcome is told on the loop, after its thread ends).
+        back = ["storage: the write-ahead log is copied into the database again"]
+        wait_until(lambda: told(caplog, logging.WARNING, "write-ahead log") == back, what="a checkpoint")
+        assert checkpoints[-1]
 
         # Nothing of the refused hits was published or kept: the phone refused four times joins
         # now with one event, and phone 0's call, whose end was refused, was still ringing.
@@ -233,6 +234,9 @@ def test_a_bridge_stops_and_starts_on_a_full_disk_and_takes_hits_once_there_is_r
         ended = watcher.wait_for(f"{base}/{mac(0)}/event", lambda p: p["event_type"] == "call_ended")
         assert (ended["call"]["number"], ended["call"]["result"]) == ("5550", "missed")
         assert again.hit("/healthz").json()["status"] == "ok"
+        # and the store now says a bridge runs on it: a kill from now on is told from a stop
+        with closing(sqlite3.connect(small_disk / "data" / FILE_NAME)) as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'clean_stop'").fetchone() == ("0",)
     finally:
         again.stop()
         watcher.close()
