@@ -9,7 +9,9 @@ each, while every few seconds one fault comes at random:
 - `broker`: the broker (a private mosquitto that keeps its sessions) stops, for up to 3 s;
 - `disk`: the disk under `storage.dir` (a tmpfs of 3 MB, so root) is full, for up to 3 s;
 - `kill`: the bridge is killed (SIGKILL) and started again;
-- `stop`: the bridge is stopped (SIGTERM) and started again.
+- `stop`: the bridge is stopped (SIGTERM) and started again;
+- `away-kill`: the broker stops, the bridge is killed 1 s later, with the hits of that second
+  queued, then both start again.
 
 Each hit carries a sequence number, which the bridge keeps under `extra.seq` in
 `<base>/<id>/event`. A subscriber of its own (a persistent session) counts the events that
@@ -43,7 +45,7 @@ from bench.run import MOSQUITTO, ROOT, clean_env, free_port, wait_until
 from bridge.mqtt import broker_answers
 
 EVENTS = ("incoming_call", "call_established", "call_terminated", "off_hook", "on_hook", "missed_call")
-FAULTS = ("broker", "disk", "kill", "stop")
+FAULTS = ("broker", "disk", "kill", "stop", "away-kill")
 BASE = "chaos"
 
 
@@ -148,6 +150,15 @@ class Rig:
             self.bridge.wait()
             self.bridge = self.start_bridge()
             return "bridge killed"
+        if kind == "away-kill":
+            self.broker.terminate()
+            self.broker.wait()
+            time.sleep(1)
+            self.bridge.kill()
+            self.bridge.wait()
+            self.broker = self.start_broker()
+            self.bridge = self.start_bridge()
+            return "bridge killed while the broker was away"
         self.bridge.send_signal(signal.SIGTERM)
         code = self.bridge.wait()
         self.bridge = self.start_bridge()

@@ -345,6 +345,10 @@ class MqttLink:
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (level, waiter): `drained_to`
         self.on_delivered: Callable[[list[str]], None] | None = None
         self.on_disconnected: Callable[[], None] | None = None  # a connection that was up closed
+        # Messages queued while there is no connection, and the queue found empty once all that
+        # was queued is acknowledged: for whoever keeps the queue where a kill cannot reach it.
+        self.on_queued_away: Callable[[Sequence[Message]], None] | None = None
+        self.on_emptied: Callable[[], None] | None = None
         self.published = 0  # acknowledged as delivered
         self.refused = 0  # acknowledged with a failure, e.g. Not authorized by the broker's ACL
         self._refusals_quiet_until = 0.0
@@ -380,6 +384,8 @@ class MqttLink:
         if not force and self.queue_length + len(messages) > self.settings.queue_size:
             return False
         self._pending.extend(messages)
+        if not self._ready and self.on_queued_away is not None:
+            self.on_queued_away(messages)
         self._publishing = True
         try:
             self._drain()
@@ -408,6 +414,10 @@ class MqttLink:
         waiter = self._loop.create_future()
         self._drain_waiters.append((level, waiter))
         await waiter
+
+    def pending(self) -> list[Message]:
+        """Everything not yet acknowledged, in order, left in the queue."""
+        return [*self._inflight.values(), *self._pending]
 
     def take_pending(self) -> list[Message]:
         """Everything not yet acknowledged, in order, removed from the queue (to persist it)."""
@@ -621,6 +631,8 @@ class MqttLink:
             self.on_delivered(receipts)
         if not self.queue_length:
             self._empty.set()
+            if self.on_emptied is not None:
+                self.on_emptied()
         if self._drain_waiters:
             waiting = []
             for level, waiter in self._drain_waiters:

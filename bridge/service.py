@@ -213,6 +213,7 @@ class Bridge:
         self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
         self.store_health = StoreHealth(self._store_health_changed)
         self._unmarked = False  # the store does not say yet that a bridge runs on it (a full disk)
+        self._outbox_kept = False  # the store's outbox holds messages that may not be delivered yet
         self._announced: list[str] = []  # receipts acknowledged by the broker, not yet cleared in the store
         self._announce_due: asyncio.Handle | None = None
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
@@ -235,18 +236,25 @@ class Bridge:
         self.store = store
         for stored, records in kept:
             self.registry.restore(stored, records)
+        # What the last run could not deliver stays in the store until the broker has it all
+        # (`_queue_emptied`): a kill before then sends it again, never loses it.
+        self.backlog = store.outbox()
+        if store.meta(CLEAN_STOP) == "0":
+            # Killed: the call_ended messages the broker never acknowledged are rebuilt, but for
+            # those the outbox kept (it was killed while the broker was away).
+            in_outbox = {m.receipt for m in self.backlog if m.receipt}
+            rebuilt = []
+            for receipt, rec in store.unannounced():
+                if receipt in in_outbox:
+                    continue
+                device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
+                rebuilt.append(self._call_ended(device, rec, None, rec.ended, receipt))
+            if rebuilt:
+                self.backlog += rebuilt
+                self._keep_queue(self.backlog)
+        self._outbox_kept = bool(self.backlog)
         # A full disk does not keep the bridge from starting: it runs, and refuses the hits it
         # cannot store (503) until there is room.
-        try:
-            self.backlog = store.take_outbox()
-        except sqlite3.Error as err:  # they go out now, and again after the next start
-            self.store_health.failed(err, "the removal of the messages kept at the last stop")
-            self.backlog = store.outbox()
-        if store.meta(CLEAN_STOP) == "0":
-            # Killed: the call_ended messages the broker never acknowledged are rebuilt.
-            for receipt, rec in store.unannounced():
-                device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
-                self.backlog.append(self._call_ended(device, rec, None, rec.ended, receipt))
         self._unmarked = True
         self._mark_running()
         log.info(
@@ -263,10 +271,54 @@ class Bridge:
     def attach(self, link: MqttLink) -> None:
         self.link = link
         link.on_delivered = self.delivered
-        link.on_disconnected = lambda: self.notify(HealthChanged("mqtt"))
+        link.on_disconnected = self._disconnected
         if self.backlog:
-            link.publish(self.backlog, force=True)
+            link.publish(self.backlog, force=True)  # already in the outbox
             self.backlog = []
+        link.on_queued_away = self._queued_away
+        link.on_emptied = self._queue_emptied
+
+    # ---- the queue, kept while the broker is away -------------------------------------------------
+    # While connected, the broker acknowledges a hit's messages within milliseconds, and a kill
+    # loses at most those in flight (the call_ended among them are rebuilt from the store). While
+    # the broker is away, the queue is kept in the store's outbox as well, a write for each batch
+    # queued, so that a kill then loses none of it; once all of it is acknowledged, it is cleared.
+
+    def _disconnected(self) -> None:
+        self.notify(HealthChanged("mqtt"))
+        if self.link is not None:
+            self._keep_queue(self.link.pending())
+
+    def _keep_queue(self, messages: Sequence[Message]) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.save_outbox(messages)
+        except sqlite3.Error as err:
+            self.store_health.failed(err, "the MQTT queue while the broker is away")
+            return
+        self._outbox_kept = True
+
+    def _queued_away(self, messages: Sequence[Message]) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.append_outbox(messages)
+        except sqlite3.Error as err:
+            self.store_health.failed(err, "the MQTT queue while the broker is away")
+            return
+        self._outbox_kept = True
+
+    def _queue_emptied(self) -> None:
+        """Everything queued is acknowledged: what the outbox kept is delivered."""
+        if not self._outbox_kept or self.store is None:
+            return
+        try:
+            self.store.clear_outbox()
+        except sqlite3.Error as err:  # it goes out again after a kill: no more
+            self.store_health.failed(err, "the clearing of the delivered MQTT queue")
+            return
+        self._outbox_kept = False
 
     def close(self) -> None:
         """After the link's last flush: keep what it could not deliver for the next start."""

@@ -547,12 +547,25 @@ class Store:
     # ---- MQTT messages that outlive the process -----------------------------------------------------
 
     def save_outbox(self, messages: Sequence[Message]) -> None:
+        """The outbox is `messages`, in order, and nothing else."""
         with self._transaction():
             self._db.execute("DELETE FROM outbox")
-            self._db.executemany(
-                "INSERT INTO outbox (topic, payload, retain, qos, receipt) VALUES (?, ?, ?, ?, ?)",
-                [(m.topic, m.payload, int(m.retain), m.qos, m.receipt) for m in messages],
-            )
+            self._add_outbox(messages)
+
+    def append_outbox(self, messages: Sequence[Message]) -> None:
+        """`messages` after those the outbox holds (one transaction)."""
+        with self._transaction():
+            self._add_outbox(messages)
+
+    def clear_outbox(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox")
+
+    def _add_outbox(self, messages: Sequence[Message]) -> None:
+        self._db.executemany(
+            "INSERT INTO outbox (topic, payload, retain, qos, receipt) VALUES (?, ?, ?, ?, ?)",
+            [(m.topic, m.payload, int(m.retain), m.qos, m.receipt) for m in messages],
+        )
 
     def take_outbox(self) -> list[Message]:
         """The messages kept at the last stop, removed from the store."""

@@ -176,7 +176,13 @@ def test_chaos_soak_brings_each_fault_and_finds_every_accepted_hit(tmp_path: Pat
     result = run_script(tmp_path, "chaos.py", "--each", "--rate", "50", timeout=110)
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     faults = lines["faults"]
-    for fault in ("broker away", "disk full", "bridge killed", "bridge stopped (exit code 0)"):
+    for fault in (
+        "broker away",
+        "disk full",
+        "bridge killed",
+        "bridge stopped (exit code 0)",
+        "bridge killed while the broker was away",
+    ):
         assert fault in faults, faults
     accepted = int(lines["answered 200"].split(";")[0])
     assert accepted > 100, lines

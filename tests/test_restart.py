@@ -154,6 +154,53 @@ def test_call_ended_of_a_killed_bridge_is_rebuilt_from_the_store(
         watcher.close()
 
 
+def test_kill_9_while_the_broker_is_away_loses_no_event_and_sends_call_ended_once(
+    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+) -> None:
+    """While the broker is away, the queue is kept in the store's outbox too: a kill then loses
+    none of it. Once the broker has it all, the outbox is cleared."""
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    settings = config(tmp_path, own_mosquitto, base)
+    database = tmp_path / "data" / FILE_NAME
+    try:
+        first = start(tmp_path, settings, processes)
+        ok(first, f"/offhook/yealink?device={MAC}")
+        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+        own_mosquitto.stop()
+        wait_until(lambda: not first.hit("/healthz").json()["mqtt_connected"], what="the bridge to see it")
+        sent = []
+        for n in range(20):
+            event = ("incomingcall", "callterminated")[n % 2] if n < 2 else ("dnd_on", "dnd_off")[n % 2]
+            ok(first, f"/{event}/yealink?{CALL}&seq={n}")
+            sent.append(str(n))
+        assert outbox(database) > 20  # each hit's event and what else it published
+        first.proc.kill()
+        first.proc.wait()
+        own_mosquitto.start()
+        start(tmp_path, settings, processes)
+
+        def arrived() -> list[str]:
+            return [
+                m.json()["extra"]["seq"]
+                for m in watcher.on(f"{base}/{MAC}/event")
+                if "seq" in m.json()["extra"]
+            ]
+
+        wait_until(lambda: set(arrived()) >= set(sent), what="every event of the hits answered while away")
+        assert arrived()[: len(sent)] == sent  # in order
+        wait_until(lambda: outbox(database) == 0, what="the outbox cleared once delivered")
+        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+        assert kinds.count("call_ended") == 1  # the outbox had it: not rebuilt as well
+    finally:
+        watcher.close()
+
+
+def outbox(database: Path) -> int:
+    with closing(sqlite3.connect(database)) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
 def test_call_ended_the_broker_acknowledged_is_not_rebuilt_after_a_kill(
     tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
 ) -> None:
