@@ -289,25 +289,19 @@ class Bridge:
         if self.link is not None:
             self._keep_queue(self.link.pending())
 
-    def _keep_queue(self, messages: Sequence[Message]) -> None:
+    def _keep_queue(self, messages: Sequence[Message], whole: bool = True) -> None:
+        """`messages` in the outbox: the whole queue, or (not `whole`) those just queued."""
         if self.store is None:
             return
         try:
-            self.store.save_outbox(messages)
+            (self.store.save_outbox if whole else self.store.append_outbox)(messages)
         except sqlite3.Error as err:
             self.store_health.failed(err, "the MQTT queue while the broker is away")
             return
         self._outbox_kept = True
 
     def _queued_away(self, messages: Sequence[Message]) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.append_outbox(messages)
-        except sqlite3.Error as err:
-            self.store_health.failed(err, "the MQTT queue while the broker is away")
-            return
-        self._outbox_kept = True
+        self._keep_queue(messages, whole=False)
 
     def _queue_emptied(self) -> None:
         """Everything queued is acknowledged: what the outbox kept is delivered."""
