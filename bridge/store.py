@@ -567,22 +567,12 @@ class Store:
             [(m.topic, m.payload, int(m.retain), m.qos, m.receipt) for m in messages],
         )
 
-    def take_outbox(self) -> list[Message]:
-        """The messages kept at the last stop, removed from the store."""
-        with self._transaction():
-            messages = self._outbox()
-            self._db.execute("DELETE FROM outbox")
-        return messages
-
     def outbox(self) -> list[Message]:
-        """The messages kept at the last stop, left in the store."""
+        """The messages kept, in order: at the last stop, or while the broker was away."""
         with self._lock:
-            return self._outbox()
-
-    def _outbox(self) -> list[Message]:
-        rows = self._db.execute(
-            "SELECT topic, payload, retain, qos, receipt FROM outbox ORDER BY seq"
-        ).fetchall()
+            rows = self._db.execute(
+                "SELECT topic, payload, retain, qos, receipt FROM outbox ORDER BY seq"
+            ).fetchall()
         return [Message(t, bytes(p), bool(r), int(q), receipt) for t, p, r, q, receipt in rows]
 
     def set_meta(self, key: str, value: str) -> None:
