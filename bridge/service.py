@@ -129,6 +129,16 @@ class StoreHealth:
         if first:
             self.on_change()
 
+    def attempt(self, what: str, write: Callable[[], object]) -> bool:
+        """One write to the store, outside a hit: False when it failed (told, as `failed`), and the
+        caller carries on without it."""
+        try:
+            write()
+        except sqlite3.Error as err:
+            self.failed(err, what)
+            return False
+        return True
+
     def wrote(self) -> None:
         if self.error is not None:
             log.warning("storage: writing again, after %d failed writes (%s)", self.failures, self.error)
@@ -293,12 +303,9 @@ class Bridge:
         """`messages` in the outbox: the whole queue, or (not `whole`) those just queued."""
         if self.store is None:
             return
-        try:
-            (self.store.save_outbox if whole else self.store.append_outbox)(messages)
-        except sqlite3.Error as err:
-            self.store_health.failed(err, "the MQTT queue while the broker is away")
-            return
-        self._outbox_kept = True
+        keep = self.store.save_outbox if whole else self.store.append_outbox
+        if self.store_health.attempt("the MQTT queue while the broker is away", lambda: keep(messages)):
+            self._outbox_kept = True
 
     def _queued_away(self, messages: Sequence[Message]) -> None:
         self._keep_queue(messages, whole=False)
@@ -307,12 +314,9 @@ class Bridge:
         """Everything queued is acknowledged: what the outbox kept is delivered."""
         if not self._outbox_kept or self.store is None:
             return
-        try:
-            self.store.clear_outbox()
-        except sqlite3.Error as err:  # it goes out again after a kill: no more
-            self.store_health.failed(err, "the clearing of the delivered MQTT queue")
-            return
-        self._outbox_kept = False
+        # When it cannot, what was delivered goes out again after a kill: no more.
+        if self.store_health.attempt("the clearing of the delivered MQTT queue", self.store.clear_outbox):
+            self._outbox_kept = False
 
     def close(self) -> None:
         """After the link's last flush: keep what it could not deliver for the next start."""
@@ -347,14 +351,12 @@ class Bridge:
 
     def _mark_running(self) -> None:
         """Mark the store as in use, so that a kill is told from a stop at the next start."""
-        if self.store is None or not self._unmarked:
+        store = self.store
+        if store is None or not self._unmarked:
             return
-        try:
-            self.store.set_meta(CLEAN_STOP, "0")
-        except sqlite3.Error as err:  # again once the store takes writes (`_store_health_changed`)
-            self.store_health.failed(err, "the mark of a running bridge")
-            return
-        self._unmarked = False
+        # When it cannot, again once the store takes writes (`_store_health_changed`).
+        if self.store_health.attempt("the mark of a running bridge", lambda: store.set_meta(CLEAN_STOP, "0")):
+            self._unmarked = False
 
     def _store_health_changed(self) -> None:
         if self.store_health.error is None:
@@ -410,12 +412,11 @@ class Bridge:
             return
         if self._announced:
             self._announce_due = asyncio.get_running_loop().call_soon(self._clear_announced)
-        try:
-            store.announced(receipts)
-        except sqlite3.Error as err:  # their call_ended may go out again after a kill: no more
-            self.store_health.failed(err, "the receipts of delivered call_ended events")
-            return
-        self.store_health.wrote()
+        # When it cannot, their call_ended may go out again after a kill: no more.
+        if self.store_health.attempt(
+            "the receipts of delivered call_ended events", lambda: store.announced(receipts)
+        ):
+            self.store_health.wrote()
 
     # ---- identity -------------------------------------------------------------------------------
 
@@ -667,24 +668,22 @@ class Bridge:
     def save(self, device: Device) -> bool:
         """Store a device as it is now (after a rename, say); False when the store cannot write,
         which `store_health` tells."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return True
-        try:
-            self.store.save(device.stored())
-        except sqlite3.Error as err:
-            self.store_health.failed(err, f"phone {device.id}")
+        if not self.store_health.attempt(f"phone {device.id}", lambda: store.save(device.stored())):
             return False
         self.store_health.wrote()
         return True
 
     def forget(self, device: Device) -> bool:
         """Remove a device from the store; False when the store cannot write (`store_health`)."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return True
-        try:
-            self.store.delete_device(device.id)
-        except sqlite3.Error as err:
-            self.store_health.failed(err, f"the removal of phone {device.id}")
+        if not self.store_health.attempt(
+            f"the removal of phone {device.id}", lambda: store.delete_device(device.id)
+        ):
             return False
         self.store_health.wrote()
         return True
