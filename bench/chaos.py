@@ -11,7 +11,9 @@ each, while every few seconds one fault comes at random:
 - `kill`: the bridge is killed (SIGKILL) and started again;
 - `stop`: the bridge is stopped (SIGTERM) and started again;
 - `away-kill`: the broker stops, the bridge is killed 1 s later, with the hits of that second
-  queued, then both start again.
+  queued, then both start again;
+- `damage`: a page of the store's phones is overwritten under the running bridge, which starts
+  its store over (at most once an hour, and at its next start after that).
 
 Each hit carries a sequence number, which the bridge keeps under `extra.seq` in
 `<base>/<id>/event`. A subscriber of its own (a persistent session) counts the events that
@@ -27,12 +29,14 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -45,8 +49,27 @@ from bench.run import MOSQUITTO, ROOT, clean_env, free_port, wait_until
 from bridge.mqtt import broker_answers
 
 EVENTS = ("incoming_call", "call_established", "call_terminated", "off_hook", "on_hook", "missed_call")
-FAULTS = ("broker", "disk", "kill", "stop", "away-kill")
+FAULTS = ("broker", "disk", "kill", "stop", "away-kill", "damage")
 BASE = "chaos"
+
+
+def damage_store(path: Path, table: str = "devices") -> None:
+    """The root page of `table` overwritten in the file of a store a bridge has open, as a failing
+    disk might leave it. Its WAL is copied in first (TRUNCATE: again while the bridge's own
+    checkpoint holds it), so that the page is read from the file, and a write by this connection
+    afterwards makes the bridge's connection drop the pages it holds in memory and read them again."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        wait_until(
+            lambda: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, 10, "a checkpoint"
+        )
+        root, size = db.execute(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?",
+            (table,),
+        ).fetchone()
+        with path.open("r+b") as file:
+            file.seek((root - 1) * size)
+            file.write(b"\xff" * size)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('damaged', ?)", (table,))
 
 
 class Events:
@@ -145,6 +168,19 @@ class Rig:
             time.sleep(full)
             filler.unlink()
             return f"disk full {full:.1f} s"
+        if kind == "damage":
+            log = self.workdir / "bridge.log"
+            told = log.read_text(errors="replace").count("storage: ")
+            damage_store(self.disk / "data" / "amego.sqlite3")
+            # The next hit that changes a phone finds it. Within the hour after a start over, it
+            # is refused, as the next ones are, until the next start sets the store aside.
+            wait_until(
+                lambda: log.read_text(errors="replace").count("storage: ") > told, 10, "the damage found"
+            )
+            found = log.read_text(errors="replace").split("storage: ")[told + 1]
+            for moved in (self.disk / "data").glob("*.corrupt-*"):  # the disk is 3 MB: kept, not needed
+                moved.unlink()
+            return "store damaged: " + ("started over" if "set aside" in found else "refused until a restart")
         if kind == "kill":
             self.bridge.kill()
             self.bridge.wait()

@@ -113,7 +113,7 @@ class Requests:
         device.name = name
         if not bridge.save(device):
             device.name = kept
-            raise RequestError(f"cannot store the new name ({bridge.store_health.error}); try again")
+            raise RequestError(f"cannot store the new name ({bridge.keeper.health.error}); try again")
         entry = device.entry()
         bridge.publish_forced(
             [
@@ -130,7 +130,7 @@ class Requests:
         device = self.device_named(request)
         bridge = self.bridge
         if not bridge.forget(device):
-            error = bridge.store_health.error
+            error = bridge.keeper.health.error
             raise RequestError(f"cannot remove {device.id} from the store ({error}); try again")
         del bridge.registry.devices[device.id]
         data = {"id": device.id, "name": device.name or device.id, "configured": device.configured}

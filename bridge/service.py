@@ -25,6 +25,7 @@ from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
 from bridge.feed import DeviceChanged, HealthChanged, HitSeen, UiEvent
 from bridge.frozen import frozen, replace
+from bridge.keeper import CHECKPOINT_EVERY, Held, Keeper
 from bridge.metrics import STORE_REFUSAL, Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
@@ -40,16 +41,7 @@ from bridge.poll import (
 )
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
-from bridge.store import (
-    FILE_NAME,
-    CallQuery,
-    Store,
-    StoreCorrupt,
-    StoredDevice,
-    StoreError,
-    corrupt,
-    set_aside,
-)
+from bridge.store import CallQuery, Store
 from bridge.topics import BridgeTopic, DeviceTopic, Topics
 
 log = logging.getLogger(__name__)
@@ -58,15 +50,6 @@ log = logging.getLogger(__name__)
 LAST_SEEN_REFRESH = timedelta(seconds=60)
 CONTACTS_REFRESH = 5.0  # seconds between checks of the contacts file
 RETENTION_EVERY = timedelta(hours=1)
-CHECKPOINT_EVERY = 5.0  # seconds between copies of the store's WAL into its database
-WAL_LIMIT = 16 * 1024 * 1024  # bytes of WAL past which a checkpoint finishes on the loop (`checkpoint`)
-# Seconds the receipts of acknowledged call_ended messages gather before the store clears them in
-# one write (a write per batch of PUBACKs cost 2-3 % of a hit). After a kill -9, the call_ended of
-# at most the last second may go out again: delivery is at least once.
-ANNOUNCED_EVERY = 1.0
-# Receipts cleared in one write, the rest a loop turn later: the 200 a second of 1,000 hits/s held
-# the loop for 5-7 ms in one write, and every hit that came in meanwhile waited.
-ANNOUNCED_BATCH = 50
 # Restating every phone's retained topics (after each connect, or HA's birth for discovery) goes
 # RESTATE_BATCH phones at a time, each batch once the MQTT queue is down to RESTATE_LOW: built all
 # at once for 10,000 phones, the 50,000 messages took 280 MB, and their queue refused hits.
@@ -78,7 +61,6 @@ OFFLINE_CHECKS = 60
 OFFLINE_CHECK_EVERY = timedelta(minutes=1)
 OFFLINE_BATCH = 50  # silent phones taken offline a loop turn (27 µs each with 10,000 phones)
 OFFLINE_LINES = 10  # phones gone offline in one tick that get a log line each; beyond, one line for all
-CLEAN_STOP = "clean_stop"
 # `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
 # so a thousand phones joining cost a few lists, not a thousand. And at most once every
 # DEVICES_EVERY per DEVICES_PER_EVERY phones: with 10,000 booting, each restatement (2.6 MB)
@@ -102,56 +84,6 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-class StoreHealth:
-    """Whether the store takes writes, told once when it stops and once when it takes them again.
-
-    A store that cannot write (a full disk, say) refuses every hit that changes a phone with a
-    `503`, each with its own refusal line; a log line with the error for each of them as well
-    would say the same thing a thousand times."""
-
-    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
-        self.on_change = on_change  # writes began to fail, or work again
-        self.error: str | None = None  # the last write's error, while writes fail
-        self.failures = 0  # writes failed since writes began to fail
-        self.checkpoint_error: str | None = None
-
-    def failed(self, err: sqlite3.Error, what: str) -> None:
-        first = self.error is None
-        if first:
-            log.error(
-                "storage: cannot write %s (%s); hits that change a phone get 503 until it can%s",
-                what, err, "; restart the bridge to set the damaged store aside" if corrupt(err) else "",
-            )  # fmt: skip
-        self.error = str(err)
-        self.failures += 1
-        if first:
-            self.on_change()
-
-    def attempt(self, what: str, write: Callable[[], object]) -> bool:
-        """One write to the store, outside a hit: False when it failed (told, as `failed`), and the
-        caller carries on without it."""
-        try:
-            write()
-        except sqlite3.Error as err:
-            self.failed(err, what)
-            return False
-        return True
-
-    def wrote(self) -> None:
-        if self.error is not None:
-            log.warning("storage: writing again, after %d failed writes (%s)", self.failures, self.error)
-            self.error, self.failures = None, 0
-            self.on_change()
-
-    def checkpoint(self, err: sqlite3.Error | None) -> None:
-        """A checkpoint's outcome: None when it ran."""
-        if err is not None and self.checkpoint_error is None:
-            log.error("storage: cannot copy the write-ahead log into the database (%s)", err)
-        elif err is None and self.checkpoint_error is not None:
-            log.warning("storage: the write-ahead log is copied into the database again")
-        self.checkpoint_error = None if err is None else str(err)
 
 
 # What `<id>/status` shows of a phone, but for last_seen: every field of Phone but these.
@@ -202,7 +134,6 @@ class Bridge:
         self.out = Outbound(self.topics, config.mqtt.qos)
         self.registry = Registry(config)
         self.link: MqttLink | None = None
-        self.store: Store | None = None
         self.metrics = Metrics(lambda: self.link)
         # Observers (the status page): told of each hit, accepted or refused, and each phone's change.
         self.listeners: list[Callable[[UiEvent], None]] = []
@@ -221,11 +152,13 @@ class Bridge:
         self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
         self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
         self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
-        self.store_health = StoreHealth(self._store_health_changed)
-        self._unmarked = False  # the store does not say yet that a bridge runs on it (a full disk)
-        self._outbox_kept = False  # the store's outbox holds messages that may not be delivered yet
-        self._announced: list[str] = []  # receipts acknowledged by the broker, not yet cleared in the store
-        self._announce_due: asyncio.Handle | None = None
+        self.keeper = Keeper(
+            Path(config.storage.dir),
+            config.calls.history_size,
+            clock,
+            self._held,
+            lambda: self.notify(HealthChanged("storage")),
+        )
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
         self._devices_sent = float("-inf")  # loop time of the last one
         self._http_url: tuple[str, float] | None = None  # `http_url()`, and when it was found
@@ -237,40 +170,39 @@ class Bridge:
     def devices(self) -> dict[str, Device]:
         return self.registry.devices
 
+    @property
+    def store(self) -> Store | None:
+        return self.keeper.store
+
     # ---- start and stop -------------------------------------------------------------------------
 
     def open(self) -> None:
         """Restore what the store kept: phones, their calls and history, undelivered messages."""
         self.contacts.refresh()
-        store, kept = self._open_store(Path(self.config.storage.dir))
-        self.store = store
-        for stored, records in kept:
+        keeper = self.keeper
+        for stored, records in keeper.open():
             self.registry.restore(stored, records)
-        # What the last run could not deliver stays in the store until the broker has it all
-        # (`_queue_emptied`): a kill before then sends it again, never loses it.
-        self.backlog = store.outbox()
-        if store.meta(CLEAN_STOP) == "0":
-            # Killed: the call_ended messages the broker never acknowledged are rebuilt, but for
-            # those the outbox kept (it was killed while the broker was away).
+        self.backlog = keeper.outbox()
+        if keeper.killed():
+            # The call_ended messages the broker never acknowledged are rebuilt, but for those the
+            # outbox kept (it was killed while the broker was away).
             in_outbox = {m.receipt for m in self.backlog if m.receipt}
             rebuilt = []
-            for receipt, rec in store.unannounced():
+            for receipt, rec in self.store.unannounced() if self.store else ():
                 if receipt in in_outbox:
                     continue
                 device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
                 rebuilt.append(self._call_ended(device, rec, None, rec.ended, receipt))
             if rebuilt:
                 self.backlog += rebuilt
-                self._keep_queue(self.backlog)
-        self._outbox_kept = bool(self.backlog)
-        # A full disk does not keep the bridge from starting: it runs, and refuses the hits it
-        # cannot store (503) until there is room.
-        self._unmarked = True
-        self._mark_running()
-        log.info(
-            "storage %s: %d phones, %d calls, %d messages to deliver",
-            store.path, len(self.devices), store.count_calls(), len(self.backlog),
-        )  # fmt: skip
+                keeper.keep_queue(self.backlog)
+        keeper.mark_running()
+        store = self.store
+        if store is not None:
+            log.info(
+                "storage %s: %d phones, %d calls, %d messages to deliver",
+                store.path, len(self.devices), store.count_calls(), len(self.backlog),
+            )  # fmt: skip
         if self.devices:
             # What was restored lives as long as the bridge, and each full collection walked it
             # on the loop: 63-83 ms for 10,000 phones in-process, 100-160 ms in the running bridge
@@ -280,43 +212,24 @@ class Bridge:
 
     def attach(self, link: MqttLink) -> None:
         self.link = link
-        link.on_delivered = self.delivered
+        link.on_delivered = self.keeper.delivered
         link.on_disconnected = self._disconnected
         if self.backlog:
             link.publish(self.backlog, force=True)  # already in the outbox
             self.backlog = []
-        link.on_queued_away = self._queued_away
-        link.on_emptied = self._queue_emptied
-
-    # ---- the queue, kept while the broker is away -------------------------------------------------
-    # While connected, the broker acknowledges a hit's messages within milliseconds, and a kill
-    # loses at most those in flight (the call_ended among them are rebuilt from the store). While
-    # the broker is away, the queue is kept in the store's outbox as well, a write for each batch
-    # queued, so that a kill then loses none of it; once all of it is acknowledged, it is cleared.
+        link.on_queued_away = self.keeper.queued_away
+        link.on_emptied = self.keeper.queue_emptied
 
     def _disconnected(self) -> None:
         self.notify(HealthChanged("mqtt"))
         if self.link is not None:
-            self._keep_queue(self.link.pending())
+            self.keeper.keep_queue(self.link.pending())
 
-    def _keep_queue(self, messages: Sequence[Message], whole: bool = True) -> None:
-        """`messages` in the outbox: the whole queue, or (not `whole`) those just queued."""
-        if self.store is None:
-            return
-        keep = self.store.save_outbox if whole else self.store.append_outbox
-        if self.store_health.attempt("the MQTT queue while the broker is away", lambda: keep(messages)):
-            self._outbox_kept = True
-
-    def _queued_away(self, messages: Sequence[Message]) -> None:
-        self._keep_queue(messages, whole=False)
-
-    def _queue_emptied(self) -> None:
-        """Everything queued is acknowledged: what the outbox kept is delivered."""
-        if not self._outbox_kept or self.store is None:
-            return
-        # When it cannot, what was delivered goes out again after a kill: no more.
-        if self.store_health.attempt("the clearing of the delivered MQTT queue", self.store.clear_outbox):
-            self._outbox_kept = False
+    def _held(self) -> Held:
+        """For a store started over while the bridge runs: its phones as they are, each with its
+        history, and what its MQTT queue holds."""
+        phones = [(device.stored(), device.history) for device in self.devices.values()]
+        return phones, self.link.pending() if self.link is not None else []
 
     def close(self) -> None:
         """After the link's last flush: keep what it could not deliver for the next start."""
@@ -324,99 +237,7 @@ class Bridge:
         if self._offline_due is not None:
             self._offline_due.cancel()
             self._offline_due = None
-        store, self.store = self.store, None
-        if store is None:
-            return
-        self._clear_announced(store)
-        try:
-            if self.link is not None:
-                pending = self.link.take_pending()
-                try:
-                    store.save_outbox(pending)
-                except sqlite3.Error as err:
-                    log.error("stopping: %d undelivered MQTT messages cannot be kept (%s)", len(pending), err)
-                    raise
-                if pending:
-                    log.warning(
-                        "stopping with %d MQTT messages undelivered; they go out on the next start",
-                        len(pending),
-                    )
-            # Not marked when anything above failed: the next start then rebuilds, from the
-            # calls' receipts, the call_ended events the broker never acknowledged.
-            store.set_meta(CLEAN_STOP, "1")
-        except sqlite3.Error as err:
-            log.error("storage: not marked as stopped cleanly (%s)", err)
-        finally:
-            store.close()
-
-    def _mark_running(self) -> None:
-        """Mark the store as in use, so that a kill is told from a stop at the next start."""
-        store = self.store
-        if store is None or not self._unmarked:
-            return
-        # When it cannot, again once the store takes writes (`_store_health_changed`).
-        if self.store_health.attempt("the mark of a running bridge", lambda: store.set_meta(CLEAN_STOP, "0")):
-            self._unmarked = False
-
-    def _store_health_changed(self) -> None:
-        if self.store_health.error is None:
-            self._mark_running()
-        self.notify(HealthChanged("storage"))
-
-    def _open_store(self, directory: Path) -> tuple[Store, list[tuple[StoredDevice, list[CallRecord]]]]:
-        """The store and the phones it kept. A damaged one is set aside, kept as it was, and a new
-        one started: the bridge runs on, its phones come back with their next hits (as Home
-        Assistant's recorder does with a damaged database)."""
-        try:
-            store = Store(directory)
-            try:
-                store.check()
-                return store, store.devices(self.config.calls.history_size)
-            except BaseException:
-                store.close(checkpoint=False)
-                raise
-        except sqlite3.Error as err:  # reading what it kept
-            if not corrupt(err):
-                raise StoreError(f"storage.dir: cannot read {directory / FILE_NAME}: {err}") from err
-            damage = f"{directory / FILE_NAME}: {err}"
-        except StoreCorrupt as err:
-            damage = str(err)  # it names the file
-        try:
-            moved = set_aside(directory, self.clock())
-        except OSError as err:
-            raise StoreError(f"storage.dir: {damage}, and it cannot be set aside: {err}") from err
-        log.error(
-            "storage: %s; set aside as %s, and a new store started: phones come back with their "
-            "next hits, and the calls kept there are not in the call log",
-            damage, moved.name,
-        )  # fmt: skip
-        return Store(directory), []
-
-    def delivered(self, receipts: list[str]) -> None:
-        if self.store is None:
-            return
-        self._announced += receipts
-        if self._announce_due is None:
-            self._announce_due = asyncio.get_running_loop().call_later(ANNOUNCED_EVERY, self._clear_announced)
-
-    def _clear_announced(self, store: Store | None = None) -> None:
-        """ANNOUNCED_BATCH receipts, and the next batch on the next loop turn; all of them when
-        the store is given (closing)."""
-        if self._announce_due is not None:
-            self._announce_due.cancel()
-            self._announce_due = None
-        take = len(self._announced) if store is not None else ANNOUNCED_BATCH
-        store = store or self.store
-        receipts, self._announced = self._announced[:take], self._announced[take:]
-        if store is None or not receipts:
-            return
-        if self._announced:
-            self._announce_due = asyncio.get_running_loop().call_soon(self._clear_announced)
-        # When it cannot, their call_ended may go out again after a kill: no more.
-        if self.store_health.attempt(
-            "the receipts of delivered call_ended events", lambda: store.announced(receipts)
-        ):
-            self.store_health.wrote()
+        self.keeper.close(self.link.take_pending() if self.link is not None else None)
 
     # ---- identity -------------------------------------------------------------------------------
 
@@ -648,45 +469,22 @@ class Bridge:
         """Write what a step changed, before it is published: a hit answered 200 survives a kill.
         Only last_seen changing is written at most once a minute. What is written is the device
         as `_commit` will leave it."""
-        store = self.store
-        if store is None:
-            return
         step = outcome.step
         if not (force or step.ended or outcome.call_changed or outcome.status_due):
             return
+        stored = device.stored(step.phone, outcome.online, outcome.call_updated)
         try:
-            if moved_from is not None:
-                store.rename_device(moved_from, device.id)
-            stored = device.stored(step.phone, outcome.online, outcome.call_updated)
-            store.save(stored, step.ended, outcome.receipts)
+            self.keeper.save_step(stored, step.ended, outcome.receipts, moved_from)
         except sqlite3.Error as err:
-            self.store_health.failed(err, f"phone {device.id}")
             raise Refused(503, f"{STORE_REFUSAL} ({err}); try again") from err
-        if self.store_health.error is not None:
-            self.store_health.wrote()
 
     def save(self, device: Device) -> bool:
-        """Store a device as it is now (after a rename, say); False when the store cannot write,
-        which `store_health` tells."""
-        store = self.store
-        if store is None:
-            return True
-        if not self.store_health.attempt(f"phone {device.id}", lambda: store.save(device.stored())):
-            return False
-        self.store_health.wrote()
-        return True
+        """Store a device as it is now (after a rename, say); False when the store cannot write."""
+        return self.keeper.save(device)
 
     def forget(self, device: Device) -> bool:
-        """Remove a device from the store; False when the store cannot write (`store_health`)."""
-        store = self.store
-        if store is None:
-            return True
-        if not self.store_health.attempt(
-            f"the removal of phone {device.id}", lambda: store.delete_device(device.id)
-        ):
-            return False
-        self.store_health.wrote()
-        return True
+        """Remove a device from the store; False when the store cannot write."""
+        return self.keeper.forget(device)
 
     def _commit(self, device: Device, outcome: Outcome, now: datetime) -> None:
         step = outcome.step
@@ -799,7 +597,7 @@ class Bridge:
                     await asyncio.to_thread(self.contacts.refresh)
                 if self.store is not None and loop.time() >= next_checkpoint:
                     next_checkpoint = loop.time() + CHECKPOINT_EVERY
-                    await self.checkpoint()
+                    await self.keeper.checkpoint()
                 if loop.time() >= next_retention and self.store is not None:
                     next_retention = loop.time() + RETENTION_EVERY.total_seconds()
                     before = self.clock() - timedelta(days=self.config.calls.keep_days)
@@ -812,26 +610,6 @@ class Bridge:
                         )
             except Exception:
                 log.exception("timer step failed")
-
-    async def checkpoint(self) -> None:
-        """Copy the store's WAL into its database, on a thread. SQLite starts the WAL over only when
-        a write finds all of it copied; under steady load a write always comes first, and the WAL
-        grew by 5 MB a second at 1,000 hits/s (100 MB after 15 s, bench/README.md). Past
-        WAL_LIMIT the rest is copied on the loop (2.6 ms there, at that rate), where no write comes
-        in between, and the WAL starts over. The file then stays within WAL_LIMIT and what one
-        CHECKPOINT_EVERY adds (45 MB at 1,000 hits/s with 4 kB pages; a new store's are 1 kB),
-        written again rather than grown."""
-        store = self.store
-        if store is None:
-            return
-        try:
-            left = await asyncio.to_thread(store.checkpoint)
-            if self.store is store and left > WAL_LIMIT:
-                store.restart_wal()
-        except sqlite3.Error as err:  # a full disk: the database cannot grow by what the WAL holds
-            self.store_health.checkpoint(err)
-            return
-        self.store_health.checkpoint(None)
 
     # ---- polls ----------------------------------------------------------------------------------
 
@@ -1020,7 +798,7 @@ class Bridge:
 
     def health(self) -> dict[str, object]:
         link = self.link
-        storage_error = self.store_health.error
+        storage_error = self.keeper.health.error
         return {
             "status": "ok" if storage_error is None else "degraded",
             "storage_error": storage_error,
@@ -1039,9 +817,9 @@ class Bridge:
                 f"Not connected to the MQTT broker ({link.settings.host}:{link.settings.port}): "
                 "hits are still answered, and their messages wait in the queue until it is back."
             )
-        if self.store_health.error is not None:
+        if self.keeper.health.error is not None:
             found.append(
-                f"The store cannot write ({self.store_health.error}): hits that change a phone are "
+                f"The store cannot write ({self.keeper.health.error}): hits that change a phone are "
                 "refused with 503 until it can."
             )
         return found

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -267,6 +267,19 @@ _SAVE_DEVICE = (
 )
 
 
+def _device_row(device: StoredDevice) -> tuple[object, ...]:
+    return (
+        device.id,
+        device.mac,
+        device.name,
+        int(device.mac_resolved),
+        to_text(device.first_seen),
+        None if device.online is None else int(device.online),
+        to_text(device.call_updated),
+        phone_json(device.phone),
+    )
+
+
 # ---- the store --------------------------------------------------------------------------------
 
 
@@ -421,18 +434,7 @@ class Store:
             (*_record_row(r), receipt)
             for r, receipt in zip(records, receipts or [None] * len(records), strict=True)
         ]
-        values = None
-        if device is not None:
-            values = (
-                device.id,
-                device.mac,
-                device.name,
-                int(device.mac_resolved),
-                to_text(device.first_seen),
-                None if device.online is None else int(device.online),
-                to_text(device.call_updated),
-                phone_json(device.phone),
-            )
+        values = None if device is None else _device_row(device)
         if values is not None and not rows:  # most hits: one statement is its own transaction
             with self._lock:
                 self._db.execute(_SAVE_DEVICE, values)
@@ -444,6 +446,20 @@ class Store:
                 self._db.executemany(
                     f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows
                 )
+
+    def fill(
+        self, phones: Iterable[tuple[StoredDevice, Sequence[CallRecord]]], outbox: Sequence[Message]
+    ) -> None:
+        """A new store given what a running bridge holds (`Keeper`'s start over): its phones, each
+        with its history, newest first, and its MQTT queue. One transaction."""
+        with self._transaction():
+            for device, history in phones:
+                self._db.execute(_SAVE_DEVICE, _device_row(device))
+                self._db.executemany(
+                    f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})",
+                    [(*_record_row(r), None) for r in reversed(history)],
+                )
+            self._add_outbox(outbox)
 
     def announced(self, receipts: Sequence[str]) -> None:
         """The broker has the call_ended messages with these receipts (one transaction)."""

@@ -182,6 +182,7 @@ def test_chaos_soak_brings_each_fault_and_finds_every_accepted_hit(tmp_path: Pat
         "bridge killed",
         "bridge stopped (exit code 0)",
         "bridge killed while the broker was away",
+        "store damaged: started over",
     ):
         assert fault in faults, faults
     accepted = int(lines["answered 200"].split(";")[0])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE
-from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base
+from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base, wait_until
 from tests.test_cli import run
 
 A, B = "001565da0001", "001565da0002"
@@ -85,3 +85,115 @@ def test_run_refuses_a_store_of_a_newer_bridge_in_one_line(mosquitto: Mosquitto,
     )
     assert "Traceback" not in result.stderr
     assert not list(data.glob("*.corrupt-*"))  # not damaged: left where it is
+
+
+def damage_table(path: Path, table: str) -> None:
+    """The root page of `table` overwritten in the file of a store a bridge has open, as a failing
+    disk might leave it: its WAL is copied in first, so that the page is read from the file, and a
+    write by another connection afterwards makes the bridge's connection drop the pages it holds
+    in memory and read them again."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        # Busy while the bridge's own checkpoint runs (every 5 s, on its thread): again.
+        wait_until(
+            lambda: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, what="a checkpoint"
+        )
+        root, size = db.execute(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?",
+            (table,),
+        ).fetchone()
+        with path.open("r+b") as file:
+            file.seek((root - 1) * size)
+            file.write(b"\xff" * size)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('damaged', ?)", (table,))
+
+
+def intact(path: Path) -> bool:
+    with closing(sqlite3.connect(path)) as db:
+        try:
+            return bool(db.execute("PRAGMA quick_check").fetchone() == ("ok",))
+        except sqlite3.DatabaseError:
+            return False
+
+
+def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds_and_the_hit_is_taken(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    base = unique_base()
+    config = make_config(base, mosquitto.url)
+    path = Path(config.storage.dir) / FILE_NAME
+    watcher = Watcher(mosquitto.port, f"{base}/+/event")
+    bridge = start_bridge(config, mosquitto.endpoint)
+    try:
+        for event in ("incoming_call", "call_established", "call_terminated"):
+            assert bridge.hit(f"/{event}/yealink?device={A}&remote=5551").status_code == 200
+        assert bridge.hit(f"/incoming_call/yealink?device={B}&remote=5552").status_code == 200  # ringing
+        damage_table(path, "devices")
+
+        # The hit that finds the damage is taken: its write is made on the new store.
+        assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5553").status_code == 200
+        assert (
+            watcher.wait_for(f"{base}/{A}/event", lambda p: p["number"] == "5553")["event_type"]
+            == "incoming_call"
+        )
+        told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(told) == 1, told
+        assert told[0].startswith(f"storage: {path}: database disk image is malformed; set aside as ")
+        assert (
+            "a new store started with what the bridge holds: 2 phones and their last calls (1 records)"
+            in told[0]
+        )
+        moved = path.with_name(told[0].split("set aside as ")[1].split(",")[0])
+        assert re.fullmatch(rf"{FILE_NAME}\.corrupt-\d{{8}}T\d{{6}}Z", moved.name)
+        assert not intact(moved)  # kept as it was
+        health = bridge.hit("/healthz").json()
+        assert (health["status"], health["storage_error"]) == ("ok", None)
+        assert intact(path)
+        with closing(sqlite3.connect(path)) as db:
+            assert sorted(row[0] for row in db.execute("SELECT id FROM devices")) == [A, B]
+            assert [row[0] for row in db.execute("SELECT number FROM calls")] == ["5551"]
+        assert bridge.hit(f"/call_terminated/yealink?device={B}").status_code == 200  # B's call ends
+    finally:
+        bridge.stop()
+
+    caplog.clear()
+    again = start_bridge(config, mosquitto.endpoint)  # what the new store kept
+    try:
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        calls = {(c["device"], c["number"], c["result"]) for c in again.hit("/api/calls").json()}
+        assert calls == {(A, "5551", "answered"), (B, "5552", "missed")}
+        assert set(again.bridge.devices) == {A, B}
+        ringing = again.bridge.devices[A].phone
+        assert (ringing.state, [call.number for call in ringing.calls]) == ("ringing", ["5553"])
+    finally:
+        again.stop()
+        watcher.close()
+
+
+def test_a_store_damaged_again_within_the_hour_is_not_started_over_again(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    config = make_config(unique_base(), mosquitto.url)
+    path = Path(config.storage.dir) / FILE_NAME
+    bridge = start_bridge(config, mosquitto.endpoint)
+    try:
+        assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551").status_code == 200
+        damage_table(path, "devices")
+        assert bridge.hit(f"/call_established/yealink?device={A}").status_code == 200
+        damage_table(path, "devices")
+        refused = bridge.hit(f"/call_terminated/yealink?device={A}")
+        assert (refused.status_code, refused.text) == (
+            503,
+            "cannot store the event (database disk image is malformed); try again\n",
+        )
+        told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(told) == 2, told
+        assert told[1] == (
+            f"storage: cannot write phone {A} (database disk image is malformed); hits that change a phone "
+            "get 503 until it can; restart the bridge to set the damaged store aside"
+        )
+        assert len(list(path.parent.glob(f"{FILE_NAME}.corrupt-*"))) == 1
+        assert bridge.bridge.devices[A].phone.state == "talking"  # the refused hit changed nothing
+    finally:
+        bridge.stop()

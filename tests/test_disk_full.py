@@ -83,7 +83,11 @@ def first_refused(hit: Callable[[str], httpx.Response], start: int, limit: int =
 
 def told(caplog: pytest.LogCaptureFixture, level: int, part: str = "") -> list[str]:
     """The bridge's lines about its store, at `level`, that contain `part`."""
-    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.service" and r.levelno == level]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name in ("bridge.service", "bridge.keeper") and r.levelno == level
+    ]
     return [line for line in lines if line.startswith("storage:") and part in line]
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge import service
+from bridge import keeper
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
 from bridge.cli import main
+from bridge.keeper import ANNOUNCED_BATCH
 from bridge.mqtt import Message
-from bridge.service import ANNOUNCED_BATCH, Bridge
+from bridge.service import Bridge
 from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
 from tests.conftest import make_config, unique_base
 
@@ -165,14 +166,14 @@ def test_a_bridge_clears_receipts_a_batch_a_loop_turn(monkeypatch: pytest.Monkey
 
     async def main() -> None:
         nonlocal turns
-        bridge.delivered(receipts[:10])
-        bridge.delivered(receipts[10:])
+        bridge.keeper.delivered(receipts[:10])
+        bridge.keeper.delivered(receipts[10:])
         deadline = asyncio.get_running_loop().time() + 10
         while len(writes) < 3 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0)
             turns += 1
 
-    monkeypatch.setattr(service, "ANNOUNCED_EVERY", 0.01)
+    monkeypatch.setattr(keeper, "ANNOUNCED_EVERY", 0.01)
 
     try:
         asyncio.run(main())
@@ -295,9 +296,9 @@ def test_a_wal_past_its_limit_starts_over(monkeypatch: pytest.MonkeyPatch, past_
 
     monkeypatch.setattr(store, "checkpoint", held_back)
     grown = wal_file_size(store)
-    monkeypatch.setattr("bridge.service.WAL_LIMIT", grown - 1 if past_the_limit else grown + 1)
+    monkeypatch.setattr("bridge.keeper.WAL_LIMIT", grown - 1 if past_the_limit else grown + 1)
     try:
-        asyncio.run(bridge.checkpoint())
+        asyncio.run(bridge.keeper.checkpoint())
         save(replace(phones[0], next_key=99))  # a change: a row written as it was costs no frame
         frames = wal_frames(store)
         if past_the_limit:
