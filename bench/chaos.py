@@ -125,6 +125,7 @@ class Rig:
             f'[arp]\nenabled = false\n[poll]\ninterval = 0\n[storage]\ndir = "{self.disk / "data"}"\n'
         )
         self.log = (workdir / "bridge.log").open("ab")
+        self.closed = False
         self.broker = self.start_broker()
         self.bridge = self.start_bridge()
 
@@ -170,17 +171,20 @@ class Rig:
             return f"disk full {full:.1f} s"
         if kind == "damage":
             log = self.workdir / "bridge.log"
-            told = log.read_text(errors="replace").count("storage: ")
+            started_over = log.read_text(errors="replace").count("set aside as")
             damage_store(self.disk / "data" / "amego.sqlite3")
+
             # The next hit that changes a phone finds it. Within the hour after a start over, it
             # is refused, as the next ones are, until the next start sets the store aside.
-            wait_until(
-                lambda: log.read_text(errors="replace").count("storage: ") > told, 10, "the damage found"
-            )
-            found = log.read_text(errors="replace").split("storage: ")[told + 1]
+            def found() -> str | None:
+                if log.read_text(errors="replace").count("set aside as") > started_over:
+                    return "started over"
+                return "refused until a restart" if (self.health() or {}).get("storage_error") else None
+
+            wait_until(lambda: found() is not None, 10, "the damage found")
             for moved in (self.disk / "data").glob("*.corrupt-*"):  # the disk is 3 MB: kept, not needed
                 moved.unlink()
-            return "store damaged: " + ("started over" if "set aside" in found else "refused until a restart")
+            return f"store damaged: {found()}"
         if kind == "kill":
             self.bridge.kill()
             self.bridge.wait()
@@ -201,6 +205,10 @@ class Rig:
         return f"bridge stopped (exit code {code})"
 
     def close(self) -> int | None:
+        """Stops the bridge and the broker and unmounts the disk, once: the bridge's exit code."""
+        if self.closed:
+            return self.bridge.returncode
+        self.closed = True
         self.bridge.send_signal(signal.SIGTERM)
         code = self.bridge.wait()
         self.broker.terminate()
@@ -237,44 +245,49 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="amego-chaos-") as workdir:
         rig = Rig(Path(workdir))
-        events = Events(rig.mqtt_port)
-        answers: dict[int, str] = {}
-        stopping = threading.Event()
-        sender = threading.Thread(target=load, args=(rig.http_port, args.rate, answers, stopping))
-        sender.start()
-        began = time.monotonic()
-        happened: list[str] = []
-
-        def next_fault() -> str | None:
-            """The next fault, after a pause; None when the run is over."""
-            if args.each:
-                if len(happened) == len(FAULTS):
-                    return None
-                time.sleep(2)
-                return FAULTS[len(happened)]
-            if time.monotonic() - began >= args.seconds:
-                return None
-            time.sleep(rng.uniform(4, 8))
-            return rng.choice(FAULTS)
-
         try:
-            while (kind := next_fault()) is not None:
-                at = time.monotonic() - began
-                happened.append(f"{at:.0f} s: {rig.fault(kind, rng)}")
-                print(happened[-1], file=sys.stderr)
+            events = Events(rig.mqtt_port)
+            answers: dict[int, str] = {}
+            stopping = threading.Event()
+            sender = threading.Thread(target=load, args=(rig.http_port, args.rate, answers, stopping))
+            sender.start()
+            began = time.monotonic()
+            happened: list[str] = []
+
+            def next_fault() -> str | None:
+                """The next fault, after a pause; None when the run is over."""
+                if args.each:
+                    if len(happened) == len(FAULTS):
+                        return None
+                    time.sleep(2)
+                    return FAULTS[len(happened)]
+                if time.monotonic() - began >= args.seconds:
+                    return None
+                time.sleep(rng.uniform(4, 8))
+                return rng.choice(FAULTS)
+
+            try:
+                while (kind := next_fault()) is not None:
+                    at = time.monotonic() - began
+                    happened.append(f"{at:.0f} s: {rig.fault(kind, rng)}")
+                    print(happened[-1], file=sys.stderr)
+            finally:
+                stopping.set()
+                sender.join()
+            wait_until(
+                lambda: (rig.health() or {}).get("queue_length") == 0, 60, "the bridge's queue to drain"
+            )
+            accepted = [n for n, answer in answers.items() if answer == "200"]
+            with contextlib.suppress(RuntimeError):  # what is missing then is told below
+                wait_until(lambda: not events.missing(accepted), 30, "every accepted hit's event")
+            missing = events.missing(accepted)
+            with events.lock:
+                twice = sum(1 for n in accepted if events.seen[n] > 1)
+                unanswered = sorted(n for n in events.seen if answers.get(n) != "200")
+            events.close()
+            code = rig.close()
         finally:
-            stopping.set()
-            sender.join()
-        wait_until(lambda: (rig.health() or {}).get("queue_length") == 0, 60, "the bridge's queue to drain")
-        accepted = [n for n, answer in answers.items() if answer == "200"]
-        with contextlib.suppress(RuntimeError):  # what is missing then is told below
-            wait_until(lambda: not events.missing(accepted), 30, "every accepted hit's event")
-        missing = events.missing(accepted)
-        with events.lock:
-            twice = sum(1 for n in accepted if events.seen[n] > 1)
-            unanswered = sorted(n for n in events.seen if answers.get(n) != "200")
-        events.close()
-        code = rig.close()
+            rig.close()  # also when a fault failed: the tmpfs goes before its directory
     print(f"faults: {len(happened)} ({', '.join(happened)})")
     print(f"hits sent: {len(answers)}, answered: {dict(Counter(answers.values()).most_common())}")
     print(f"answered 200: {len(accepted)}; their events arrived: {len(accepted) - len(missing)}")

@@ -15,11 +15,13 @@ from bridge.mqtt import Message
 from bridge.registry import Device
 from bridge.store import (
     FILE_NAME,
+    Salvage,
     Store,
     StoreCorrupt,
     StoredDevice,
     StoreError,
     corrupt,
+    salvage,
     set_aside,
 )
 
@@ -44,6 +46,11 @@ Kept = list[tuple[StoredDevice, list[CallRecord]]]  # the phones a store kept, w
 # What the bridge holds, for a new store: its phones, each with its history (newest first), and
 # its MQTT queue.
 Held = tuple[Iterable[tuple[StoredDevice, Sequence[CallRecord]]], Sequence[Message]]
+
+
+def unreadable(found: Salvage) -> str:
+    """For a log line: the stretches of rows SQLite could not read in a damaged store."""
+    return f"; stretches of rows that could not be read: {found.unreadable}" if found.unreadable else ""
 
 
 class StoreHealth:
@@ -114,8 +121,9 @@ class Keeper:
 
     def open(self) -> Kept:
         """The phones the store kept. A damaged store is set aside, kept as it was, and a new one
-        started: the bridge runs on, its phones come back with their next hits (as Home
-        Assistant's recorder does with a damaged database)."""
+        started with what SQLite can still read of it: the bridge runs on, and the phones that
+        could not be read come back with their next hits (as Home Assistant's recorder starts a
+        new database in place of a damaged one)."""
         directory = self.directory
         try:
             store = Store(directory)
@@ -137,13 +145,20 @@ class Keeper:
             moved = set_aside(directory, self.clock())
         except OSError as err:
             raise StoreError(f"storage.dir: {damage}, and it cannot be set aside: {err}") from err
+        store = Store(directory)
+        found = salvage(moved)
+        try:
+            store.take_in(found)
+        except sqlite3.Error as err:  # a full disk, say: the bridge starts without it
+            log.error("storage: what could be read of %s cannot be kept (%s)", moved.name, err)
+            found = Salvage.nothing()
         log.error(
-            "storage: %s; set aside as %s, and a new store started: phones come back with their "
-            "next hits, and the calls kept there are not in the call log",
-            damage, moved.name,
+            "storage: %s; set aside as %s, and a new store started with what could still be read "
+            "of it (phones: %d, calls: %d%s); other phones come back with their next hits",
+            damage, moved.name, len(found.rows["devices"]), len(found.rows["calls"]), unreadable(found),
         )  # fmt: skip
-        self.store = Store(directory)
-        return []
+        self.store = store
+        return store.devices(self.history_size)
 
     def killed(self) -> bool:
         """Whether the last bridge on this store was killed rather than stopped."""
@@ -339,11 +354,14 @@ class Keeper:
         path, new = self.directory / FILE_NAME, self.directory / f"{FILE_NAME}.new"
         phones, pending = self.held()
         phones = list(phones)
+        found = salvage(path)  # read-only, beside the bridge's own connection
+        older = found.older_calls(rec for _, history in phones for rec in history)
         try:
             shutil.rmtree(new, ignore_errors=True)
             fresh = Store(new)
             try:
                 fresh.fill(phones, pending)
+                fresh.take_in_calls(older)
                 fresh.set_meta(CLEAN_STOP, "0")
             finally:
                 fresh.close()  # its WAL copied in: one file to move
@@ -367,9 +385,10 @@ class Keeper:
         self._outbox_kept = bool(pending)
         self._unmarked = False
         log.error(
-            "storage: %s: %s; set aside as %s, and a new store started with what the bridge holds: "
-            "%d phones and their last calls (%d records); older calls are not in the call log",
+            "storage: %s: %s; set aside as %s, and a new store started with what the bridge holds "
+            "(phones: %d, their last calls: %d) and what could still be read of it (older calls: %d%s)",
             path, err, moved.name, len(phones), sum(len(history) for _, history in phones),
+            len(older), unreadable(found),
         )  # fmt: skip
         return True
 

@@ -257,6 +257,88 @@ def _record(row: Sequence[object]) -> CallRecord:
     )
 
 
+# Rows read from a damaged store a query at a time (`salvage`).
+SALVAGE_RANGE = 1000
+# How far to look, in rowids, in a table whose last rowid cannot be read.
+SALVAGE_REACH = 10_000_000
+_SALVAGED = {
+    "devices": "id, mac, name, mac_resolved, first_seen, online, call_updated, phone",
+    "calls": f"{_RECORD_COLUMNS}, receipt",
+    "outbox": "topic, payload, retain, qos, receipt",
+}
+
+
+@dataclass
+class Salvage:
+    """What could still be read of a damaged store: its rows, table by table (`_SALVAGED`)."""
+
+    rows: dict[str, list[tuple[object, ...]]]
+    unreadable: int  # stretches of rows that could not be read, a whole table counting as one
+    clean_stop: str | None
+
+    @classmethod
+    def nothing(cls) -> "Salvage":
+        return cls({table: [] for table in _SALVAGED}, 0, None)
+
+    def older_calls(self, known: Iterable[CallRecord]) -> list[tuple[object, ...]]:
+        """Its call rows but for those of `known` (what a running bridge holds)."""
+        held = {(rec.device, rec.call_id, to_text(rec.started)) for rec in known}
+        return [row for row in self.rows["calls"] if (row[0], row[1], row[7]) not in held]
+
+
+def salvage(path: Path) -> Salvage:
+    """The rows of a damaged store (set aside: opened read-only, left as it was) that SQLite can
+    still read, each table a range of rowids at a time."""
+    rows: dict[str, list[tuple[object, ...]]] = {table: [] for table in _SALVAGED}
+    unreadable = 0
+    clean_stop = None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return Salvage(rows, len(_SALVAGED), None)  # every table unreadable
+    with contextlib.closing(db):
+        for table, columns in _SALVAGED.items():
+            unreadable += _salvage_table(db, table, columns, rows[table])
+        with contextlib.suppress(sqlite3.Error):
+            found = db.execute("SELECT value FROM meta WHERE key = 'clean_stop'").fetchone()
+            clean_stop = str(found[0]) if found else None
+    return Salvage(rows, unreadable, clean_stop)
+
+
+def _salvage_table(db: sqlite3.Connection, table: str, columns: str, into: list[tuple[object, ...]]) -> int:
+    """`into` gets what can be read of `table`, SALVAGE_RANGE rows a query; the stretches of rowids
+    that cannot be read are counted. Past one, the next readable row is looked for 1, 2, 4, ...
+    rowids further on, so a damaged page costs its own rows and about as many again."""
+    try:
+        last = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+        if last is None:
+            return 0  # empty
+    except sqlite3.Error:
+        last = None
+    after, step, unreadable, failing = 0, 1, 0, False
+    while after < (SALVAGE_REACH if last is None else last):
+        try:
+            cursor = db.execute(
+                f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, SALVAGE_RANGE),
+            )
+            read = 0
+            for row in cursor:
+                after, read = row[0], read + 1
+                into.append(row[1:])
+            failing, step = False, 1
+            if read < SALVAGE_RANGE:
+                break  # the end of the table
+        except sqlite3.Error:
+            if last is None and not into and after == 0:
+                return 1  # neither its first rows nor its last: nothing of it can be read
+            if not failing:
+                unreadable += 1
+            failing = True
+            after, step = after + step, step * 2
+    return unreadable
+
+
 # An upsert, not INSERT OR REPLACE: the row keeps its rowid, so the primary key's index is left
 # alone and a hit's commit writes half the pages (18 against 37 µs a save, bench/README.md).
 _SAVE_DEVICE = (
@@ -460,6 +542,31 @@ class Store:
                     [(*_record_row(r), None) for r in reversed(history)],
                 )
             self._add_outbox(outbox)
+
+    def take_in(self, found: Salvage) -> None:
+        """What could be read of a damaged store, in one transaction: its phones, calls and outbox,
+        and whether the bridge on it was stopped cleanly."""
+        with self._transaction():
+            self._db.executemany(
+                f"INSERT OR IGNORE INTO devices ({_SALVAGED['devices']}) VALUES ({', '.join('?' * 8)})",
+                found.rows["devices"],
+            )
+            self._insert_salvaged_calls(found.rows["calls"])
+            self._db.executemany(
+                f"INSERT INTO outbox ({_SALVAGED['outbox']}) VALUES (?, ?, ?, ?, ?)", found.rows["outbox"]
+            )
+            if found.clean_stop is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_stop', ?)", (found.clean_stop,)
+                )
+
+    def take_in_calls(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Call records read from a damaged store (`Salvage.rows["calls"]`), in one transaction."""
+        with self._transaction():
+            self._insert_salvaged_calls(rows)
+
+    def _insert_salvaged_calls(self, rows: Iterable[tuple[object, ...]]) -> None:
+        self._db.executemany(f"INSERT INTO calls ({_SALVAGED['calls']}) VALUES ({', '.join('?' * 14)})", rows)
 
     def announced(self, receipts: Sequence[str]) -> None:
         """The broker has the call_ended messages with these receipts (one transaction)."""

@@ -29,9 +29,25 @@ def not_a_database(path: Path) -> None:
     path.write_bytes(b"these are not the bytes of a SQLite database\n" * 100)
 
 
-@pytest.mark.parametrize("damage", [damage_pages, not_a_database], ids=["damaged pages", "not a database"])
-def test_a_damaged_store_is_set_aside_as_it_was_and_the_bridge_runs_on_a_new_one(
-    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
+@pytest.mark.parametrize(
+    ("damage", "read", "calls"),
+    [
+        # Page 6 is the phones' table: the call is read, the phone is not.
+        (
+            damage_pages,
+            "phones: 0, calls: 1; stretches of rows that could not be read: 1",
+            [("5551", "answered")],
+        ),
+        (not_a_database, "phones: 0, calls: 0; stretches of rows that could not be read: 3", []),
+    ],
+    ids=["damaged pages", "not a database"],
+)
+def test_a_damaged_store_is_set_aside_as_it_was_and_the_bridge_runs_on_what_could_be_read_of_it(
+    mosquitto: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[Path], None],
+    read: str,
+    calls: list[tuple[str, str]],
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge")
     base = unique_base()
@@ -53,7 +69,10 @@ def test_a_damaged_store_is_set_aside_as_it_was_and_the_bridge_runs_on_a_new_one
         told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(told) == 1, told
         assert told[0].startswith(f"storage: {directory / FILE_NAME}: ")
-        assert "a new store started: phones come back with their next hits" in told[0]
+        assert told[0].endswith(
+            f", and a new store started with what could still be read of it ({read}); other phones come "
+            "back with their next hits"
+        )
         moved = directory / told[0].split("set aside as ")[1].split(",")[0]
         assert re.fullmatch(rf"{FILE_NAME}\.corrupt-\d{{8}}T\d{{6}}Z", moved.name)
         assert hashlib.sha256(moved.read_bytes()).hexdigest() == digest  # kept as it was
@@ -61,7 +80,7 @@ def test_a_damaged_store_is_set_aside_as_it_was_and_the_bridge_runs_on_a_new_one
         assert again.hit(f"/incoming_call/yealink?device={B}&remote=5552").status_code == 200
         assert watcher.wait_for(f"{base}/{B}/event")["event_type"] == "incoming_call"
         assert {d["id"] for d in again.hit("/api/devices").json()} == {B}
-        assert again.hit("/api/calls").json() == []
+        assert [(c["number"], c["result"]) for c in again.hit("/api/calls").json()] == calls
         with closing(sqlite3.connect(directory / FILE_NAME)) as db:  # the new one keeps what comes now
             assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
             assert [row[0] for row in db.execute("SELECT id FROM devices")] == [B]
@@ -120,13 +139,14 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge")
     base = unique_base()
-    config = make_config(base, mosquitto.url)
+    config = make_config(base, mosquitto.url, {"calls": {"history_size": 1}})
     path = Path(config.storage.dir) / FILE_NAME
     watcher = Watcher(mosquitto.port, f"{base}/+/event")
     bridge = start_bridge(config, mosquitto.endpoint)
     try:
-        for event in ("incoming_call", "call_established", "call_terminated"):
-            assert bridge.hit(f"/{event}/yealink?device={A}&remote=5551").status_code == 200
+        for number in ("5550", "5551"):  # the first is only in the store: the bridge holds the last one
+            for event in ("incoming_call", "call_established", "call_terminated"):
+                assert bridge.hit(f"/{event}/yealink?device={A}&remote={number}").status_code == 200
         assert bridge.hit(f"/incoming_call/yealink?device={B}&remote=5552").status_code == 200  # ringing
         damage_table(path, "devices")
 
@@ -139,9 +159,9 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
         told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(told) == 1, told
         assert told[0].startswith(f"storage: {path}: database disk image is malformed; set aside as ")
-        assert (
-            "a new store started with what the bridge holds: 2 phones and their last calls (1 records)"
-            in told[0]
+        assert told[0].endswith(
+            ", and a new store started with what the bridge holds (phones: 2, their last calls: 1) and "
+            "what could still be read of it (older calls: 1; stretches of rows that could not be read: 1)"
         )
         moved = path.with_name(told[0].split("set aside as ")[1].split(",")[0])
         assert re.fullmatch(rf"{FILE_NAME}\.corrupt-\d{{8}}T\d{{6}}Z", moved.name)
@@ -151,7 +171,7 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
         assert intact(path)
         with closing(sqlite3.connect(path)) as db:
             assert sorted(row[0] for row in db.execute("SELECT id FROM devices")) == [A, B]
-            assert [row[0] for row in db.execute("SELECT number FROM calls")] == ["5551"]
+            assert sorted(row[0] for row in db.execute("SELECT number FROM calls")) == ["5550", "5551"]
         assert bridge.hit(f"/call_terminated/yealink?device={B}").status_code == 200  # B's call ends
     finally:
         bridge.stop()
@@ -161,7 +181,7 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
     try:
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
         calls = {(c["device"], c["number"], c["result"]) for c in again.hit("/api/calls").json()}
-        assert calls == {(A, "5551", "answered"), (B, "5552", "missed")}
+        assert calls == {(A, "5550", "answered"), (A, "5551", "answered"), (B, "5552", "missed")}
         assert set(again.bridge.devices) == {A, B}
         ringing = again.bridge.devices[A].phone
         assert (ringing.state, [call.number for call in ringing.calls]) == ("ringing", ["5553"])

@@ -18,7 +18,7 @@ from bridge.cli import main
 from bridge.keeper import ANNOUNCED_BATCH
 from bridge.mqtt import Message
 from bridge.service import Bridge
-from bridge.store import MIGRATIONS, CallQuery, Store, StoredDevice, StoreError
+from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE, CallQuery, Store, StoredDevice, StoreError, salvage
 from tests.conftest import make_config, unique_base
 
 T0 = datetime(2026, 11, 26, 8, 0, 0, 123000, tzinfo=UTC)
@@ -395,3 +395,62 @@ def test_a_store_closed_while_its_checkpoint_runs_waits_for_it(tmp_path: Path) -
     assert (done.returncode, done.stdout, done.stderr) == (0, "closed\n", "")
     with closing(sqlite3.connect(tmp_path / "amego.sqlite3")) as db:
         assert db.execute("SELECT count(*) FROM meta WHERE key LIKE 'k%'").fetchone() == (40,)  # all kept
+
+
+def leaf_of(path: Path, table: str) -> int:
+    """A leaf page from the middle of `table`'s b-tree, found by walking down from its root
+    (SQLite's file format: an interior table page is type 5, a leaf 13; each interior cell starts
+    with its left child's page number)."""
+    data = path.read_bytes()
+    with closing(sqlite3.connect(path)) as db:
+        page, size = db.execute(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?",
+            (table,),
+        ).fetchone()
+    while data[(page - 1) * size] != 13:
+        at = (page - 1) * size
+        assert data[at] == 5, data[at]
+        cells = int.from_bytes(data[at + 3 : at + 5], "big")
+        middle = at + 12 + 2 * (cells // 2)
+        cell = at + int.from_bytes(data[middle : middle + 2], "big")
+        page = int.from_bytes(data[cell : cell + 4], "big")
+    return int(page)
+
+
+def test_what_can_be_read_of_a_damaged_store_is_taken_in_by_a_new_one(tmp_path: Path) -> None:
+    """A damaged page costs its own rows and a few more; the rows before and after it are read."""
+    old = Store(tmp_path / "old")
+    phone = phone_in_a_call()
+    device = StoredDevice(phone.device, phone.device, "Front desk", True, T0, True, T0, phone)
+    records = [record(phone.device, minutes) for minutes in range(3000)]
+    old.save(
+        device, records, [f"r{n}" if n >= 2990 else None for n in range(3000)]
+    )  # the last 10 unannounced
+    old.save_outbox([Message("a/b", b"{}", False, 1, None)])
+    old.set_meta("clean_stop", "0")
+    old.close()
+    path = tmp_path / "old" / FILE_NAME
+    page = leaf_of(path, "calls")
+    with path.open("r+b") as file:
+        file.seek((page - 1) * PAGE_SIZE)
+        file.write(b"\xff" * PAGE_SIZE)
+    with closing(sqlite3.connect(path)) as db, pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        db.execute("SELECT * FROM calls").fetchall()
+
+    found = salvage(path)
+    assert found.unreadable == 1
+    read = [row[1] for row in found.rows["calls"]]  # call ids, in the order stored
+    assert 3000 - 40 <= len(read) < 3000, len(read)
+    assert read == [rec.call_id for rec in records if rec.call_id in set(read)]
+    assert (read[0], read[-1]) == ("c0", "c2999")
+
+    new = Store(tmp_path / "new")
+    new.take_in(found)
+    assert new.count_calls() == len(read)
+    [(restored, history)] = new.devices(history_size=20)
+    assert (restored.name, restored.phone.calls) == ("Front desk", phone.calls)
+    assert [rec.call_id for rec in history] == [f"c{n}" for n in range(2999, 2979, -1)]
+    assert [receipt for receipt, _ in new.unannounced()] == [f"r{n}" for n in range(2990, 3000)]
+    assert new.outbox() == [Message("a/b", b"{}", False, 1, None)]
+    assert new.meta("clean_stop") == "0"
+    new.close()
