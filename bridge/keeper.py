@@ -119,8 +119,8 @@ class Keeper:
 
     # ---- start and stop -------------------------------------------------------------------------
 
-    def open(self) -> Kept:
-        """The phones the store kept. A damaged store is set aside, kept as it was, and a new one
+    def open(self) -> tuple[Store, Kept]:
+        """The store, and the phones it kept. A damaged store is set aside, kept as it was, and a new one
         started with what SQLite can still read of it: the bridge runs on, and the phones that
         could not be read come back with their next hits (as Home Assistant's recorder starts a
         new database in place of a damaged one)."""
@@ -134,7 +134,7 @@ class Keeper:
                 store.close(checkpoint=False)
                 raise
             self.store = store
-            return kept
+            return store, kept
         except sqlite3.Error as err:  # reading what it kept
             if not corrupt(err):
                 raise StoreError(f"storage.dir: cannot read {directory / FILE_NAME}: {err}") from err
@@ -158,7 +158,7 @@ class Keeper:
             damage, moved.name, len(found.rows["devices"]), len(found.rows["calls"]), unreadable(found),
         )  # fmt: skip
         self.store = store
-        return store.devices(self.history_size)
+        return store, store.devices(self.history_size)
 
     def killed(self) -> bool:
         """Whether the last bridge on this store was killed rather than stopped."""

@@ -180,7 +180,8 @@ class Bridge:
         """Restore what the store kept: phones, their calls and history, undelivered messages."""
         self.contacts.refresh()
         keeper = self.keeper
-        for stored, records in keeper.open():
+        store, kept = keeper.open()
+        for stored, records in kept:
             self.registry.restore(stored, records)
         self.backlog = keeper.outbox()
         if keeper.killed():
@@ -188,7 +189,7 @@ class Bridge:
             # outbox kept (it was killed while the broker was away).
             in_outbox = {m.receipt for m in self.backlog if m.receipt}
             rebuilt = []
-            for receipt, rec in self.store.unannounced() if self.store else ():
+            for receipt, rec in store.unannounced():
                 if receipt in in_outbox:
                     continue
                 device = self.devices.get(rec.device) or self.registry.new(rec.device, "generic", True, None)
@@ -197,12 +198,10 @@ class Bridge:
                 self.backlog += rebuilt
                 keeper.keep_queue(self.backlog)
         keeper.mark_running()
-        store = self.store
-        if store is not None:
-            log.info(
-                "storage %s: %d phones, %d calls, %d messages to deliver",
-                store.path, len(self.devices), store.count_calls(), len(self.backlog),
-            )  # fmt: skip
+        log.info(
+            "storage %s: %d phones, %d calls, %d messages to deliver",
+            store.path, len(self.devices), store.count_calls(), len(self.backlog),
+        )  # fmt: skip
         if self.devices:
             # What was restored lives as long as the bridge, and each full collection walked it
             # on the loop: 63-83 ms for 10,000 phones in-process, 100-160 ms in the running bridge

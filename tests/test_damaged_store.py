@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.chaos import damage_store
 from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE
-from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base, wait_until
+from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base
 from tests.test_cli import run
 
 A, B = "001565da0001", "001565da0002"
@@ -106,26 +107,6 @@ def test_run_refuses_a_store_of_a_newer_bridge_in_one_line(mosquitto: Mosquitto,
     assert not list(data.glob("*.corrupt-*"))  # not damaged: left where it is
 
 
-def damage_table(path: Path, table: str) -> None:
-    """The root page of `table` overwritten in the file of a store a bridge has open, as a failing
-    disk might leave it: its WAL is copied in first, so that the page is read from the file, and a
-    write by another connection afterwards makes the bridge's connection drop the pages it holds
-    in memory and read them again."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as db:
-        # Busy while the bridge's own checkpoint runs (every 5 s, on its thread): again.
-        wait_until(
-            lambda: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, what="a checkpoint"
-        )
-        root, size = db.execute(
-            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?",
-            (table,),
-        ).fetchone()
-        with path.open("r+b") as file:
-            file.seek((root - 1) * size)
-            file.write(b"\xff" * size)
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('damaged', ?)", (table,))
-
-
 def intact(path: Path) -> bool:
     with closing(sqlite3.connect(path)) as db:
         try:
@@ -148,7 +129,7 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
             for event in ("incoming_call", "call_established", "call_terminated"):
                 assert bridge.hit(f"/{event}/yealink?device={A}&remote={number}").status_code == 200
         assert bridge.hit(f"/incoming_call/yealink?device={B}&remote=5552").status_code == 200  # ringing
-        damage_table(path, "devices")
+        damage_store(path)
 
         # The hit that finds the damage is taken: its write is made on the new store.
         assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5553").status_code == 200
@@ -199,9 +180,9 @@ def test_a_store_damaged_again_within_the_hour_is_not_started_over_again(
     bridge = start_bridge(config, mosquitto.endpoint)
     try:
         assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551").status_code == 200
-        damage_table(path, "devices")
+        damage_store(path)
         assert bridge.hit(f"/call_established/yealink?device={A}").status_code == 200
-        damage_table(path, "devices")
+        damage_store(path)
         refused = bridge.hit(f"/call_terminated/yealink?device={A}")
         assert (refused.status_code, refused.text) == (
             503,
