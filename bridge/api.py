@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -98,7 +99,11 @@ class Requests:
             raise RequestError("limit must be an integer from 1 to 1000")
         wanted = request.get("device")
         device = self.device_named({"device": wanted}, "device").id if wanted is not None else None
-        return payloads.history(self.bridge.call_log(CallQuery(device=device, limit=limit)))
+        try:
+            records = self.bridge.call_log(CallQuery(device=device, limit=limit))
+        except sqlite3.Error as err:
+            raise RequestError(f"cannot read the call log ({err}); try again") from err
+        return payloads.history(records)
 
     def device_rename(self, request: Request) -> object:
         device = self.device_named(request)

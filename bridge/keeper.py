@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.calls import CallRecord
 from bridge.mqtt import Message
@@ -26,6 +27,7 @@ from bridge.store import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHECKPOINT_EVERY = 5.0  # seconds between copies of the store's WAL into its database
 WAL_LIMIT = 16 * 1024 * 1024  # bytes of WAL past which a checkpoint finishes on the loop (`checkpoint`)
@@ -331,6 +333,19 @@ class Keeper:
         except sqlite3.Error as err:
             self.health.failed(err, what)
             raise
+
+    def read(self, read: Callable[[Store], T]) -> T:
+        """`read` on the store (it must be open); a store found damaged is started over
+        (`_start_over`) and `read` made on the new one. sqlite3.Error when it cannot be read."""
+        store = self.store
+        if store is None:
+            raise sqlite3.ProgrammingError("the store is closed")
+        try:
+            return read(store)
+        except sqlite3.Error as err:
+            if not corrupt(err) or not self._start_over(err):
+                raise
+        return read(self.store or store)
 
     def attempt(self, what: str, write: Callable[[Store], object], on: Store | None = None) -> bool:
         """`write`, outside a hit: False when it failed (told), and the caller carries on without it."""

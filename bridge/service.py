@@ -768,7 +768,7 @@ class Bridge:
     def call_log(self, query: CallQuery) -> list[CallRecord]:
         """Call records, newest first: from the store, else the phones' recent histories."""
         if self.store is not None:
-            return self.store.calls(query)
+            return self.keeper.read(lambda store: store.calls(query))
         records = (
             rec
             for device in self.devices.values()
