@@ -257,6 +257,7 @@ def _record(row: Sequence[object]) -> CallRecord:
     )
 
 
+_INSERT_CALL = f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})"
 # Rows read from a damaged store a query at a time (`salvage`).
 SALVAGE_RANGE = 1000
 # How far to look, in rowids, in a table whose last rowid cannot be read.
@@ -525,9 +526,7 @@ class Store:
             if values is not None:
                 self._db.execute(_SAVE_DEVICE, values)
             if rows:
-                self._db.executemany(
-                    f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})", rows
-                )
+                self._db.executemany(_INSERT_CALL, rows)
 
     def fill(
         self, phones: Iterable[tuple[StoredDevice, Sequence[CallRecord]]], outbox: Sequence[Message]
@@ -537,10 +536,7 @@ class Store:
         with self._transaction():
             for device, history in phones:
                 self._db.execute(_SAVE_DEVICE, _device_row(device))
-                self._db.executemany(
-                    f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})",
-                    [(*_record_row(r), None) for r in reversed(history)],
-                )
+                self._db.executemany(_INSERT_CALL, [(*_record_row(r), None) for r in reversed(history)])
             self._add_outbox(outbox)
 
     def take_in(self, found: Salvage) -> None:
@@ -566,7 +562,7 @@ class Store:
             self._insert_salvaged_calls(rows)
 
     def _insert_salvaged_calls(self, rows: Iterable[tuple[object, ...]]) -> None:
-        self._db.executemany(f"INSERT INTO calls ({_SALVAGED['calls']}) VALUES ({', '.join('?' * 14)})", rows)
+        self._db.executemany(_INSERT_CALL, rows)
 
     def announced(self, receipts: Sequence[str]) -> None:
         """The broker has the call_ended messages with these receipts (one transaction)."""
