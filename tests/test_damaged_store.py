@@ -5,7 +5,7 @@ import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 
 from bench.chaos import damage_store
 from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE
-from tests.conftest import Mosquitto, Watcher, make_config, start_bridge, unique_base
+from tests.conftest import Mosquitto, RunningBridge, Watcher, make_config, start_bridge, unique_base
 from tests.test_cli import run
 from tests.test_devices import request
 
@@ -172,72 +172,72 @@ def test_a_store_damaged_while_the_bridge_runs_is_started_over_with_all_it_holds
         watcher.close()
 
 
-def test_a_store_damaged_again_within_the_hour_is_not_started_over_again(
-    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def running(mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[RunningBridge, Path]]:
+    """A bridge, with its log captured, and the path of its store."""
     caplog.set_level(logging.INFO, logger="bridge")
     config = make_config(unique_base(), mosquitto.url)
-    path = Path(config.storage.dir) / FILE_NAME
     bridge = start_bridge(config, mosquitto.endpoint)
     try:
-        assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551").status_code == 200
-        damage_store(path)
-        assert bridge.hit(f"/call_established/yealink?device={A}").status_code == 200
-        damage_store(path)
-        refused = bridge.hit(f"/call_terminated/yealink?device={A}")
-        assert (refused.status_code, refused.text) == (
-            503,
-            "cannot store the event (database disk image is malformed); try again\n",
-        )
-        told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(told) == 2, told
-        assert told[1] == (
-            f"storage: cannot write phone {A} (database disk image is malformed); hits that change a phone "
-            "get 503 until it can; restart the bridge to set the damaged store aside"
-        )
-        assert len(list(path.parent.glob(f"{FILE_NAME}.corrupt-*"))) == 1
-        assert bridge.bridge.devices[A].phone.state == "talking"  # the refused hit changed nothing
+        yield bridge, Path(config.storage.dir) / FILE_NAME
     finally:
         bridge.stop()
+
+
+def test_a_store_damaged_again_within_the_hour_is_not_started_over_again(
+    running: tuple[RunningBridge, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge, path = running
+    assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551").status_code == 200
+    damage_store(path)
+    assert bridge.hit(f"/call_established/yealink?device={A}").status_code == 200
+    damage_store(path)
+    refused = bridge.hit(f"/call_terminated/yealink?device={A}")
+    assert (refused.status_code, refused.text) == (
+        503,
+        "cannot store the event (database disk image is malformed); try again\n",
+    )
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(told) == 2, told
+    assert told[1] == (
+        f"storage: cannot write phone {A} (database disk image is malformed); hits that change a phone "
+        "get 503 until it can; restart the bridge to set the damaged store aside"
+    )
+    assert len(list(path.parent.glob(f"{FILE_NAME}.corrupt-*"))) == 1
+    assert bridge.bridge.devices[A].phone.state == "talking"  # the refused hit changed nothing
 
 
 def test_a_call_log_found_damaged_while_the_bridge_runs_is_started_over_and_read(
-    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+    running: tuple[RunningBridge, Path], mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge")
-    config = make_config(unique_base(), mosquitto.url)
-    path = Path(config.storage.dir) / FILE_NAME
-    bridge = start_bridge(config, mosquitto.endpoint)
+    bridge, path = running
+    for number in ("5550", "5551"):
+        for event in ("incoming_call", "call_established", "call_terminated"):
+            assert bridge.hit(f"/{event}/yealink?device={A}&remote={number}").status_code == 200
+    damage_store(path, "calls")
+
+    answer = bridge.hit("/api/calls")
+    assert answer.status_code == 200, answer.text
+    assert [(c["number"], c["result"]) for c in answer.json()] == [
+        ("5551", "answered"),
+        ("5550", "answered"),
+    ]
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(told) == 1, told
+    assert told[0].endswith(
+        ", and a new store started with what the bridge holds (phones: 1, their last calls: 2) and "
+        "what could still be read of it (older calls: 0; stretches of rows that could not be read: 1)"
+    )
+    assert intact(path)
+
+    # Again within the hour: not started over, and the request says why it has no records.
+    damage_store(path, "calls")
+    watcher = Watcher(mosquitto.port, f"{bridge.base}/bridge/response/#")
     try:
-        for number in ("5550", "5551"):
-            for event in ("incoming_call", "call_established", "call_terminated"):
-                assert bridge.hit(f"/{event}/yealink?device={A}&remote={number}").status_code == 200
-        damage_store(path, "calls")
-
-        answer = bridge.hit("/api/calls")
-        assert answer.status_code == 200, answer.text
-        assert [(c["number"], c["result"]) for c in answer.json()] == [
-            ("5551", "answered"),
-            ("5550", "answered"),
-        ]
-        told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert len(told) == 1, told
-        assert told[0].endswith(
-            ", and a new store started with what the bridge holds (phones: 1, their last calls: 2) and "
-            "what could still be read of it (older calls: 0; stretches of rows that could not be read: 1)"
-        )
-        assert intact(path)
-
-        # Again within the hour: not started over, and the request says why it has no records.
-        damage_store(path, "calls")
-        watcher = Watcher(mosquitto.port, f"{bridge.base}/bridge/response/#")
-        try:
-            answer = request(watcher, bridge.base, "calls", {"device": A})
-        finally:
-            watcher.close()
-        assert (answer["status"], answer["error"]) == (
-            "error",
-            "cannot read the call log (database disk image is malformed); try again",
-        )
+        answer = request(watcher, bridge.base, "calls", {"device": A})
     finally:
-        bridge.stop()
+        watcher.close()
+    assert (answer["status"], answer["error"]) == (
+        "error",
+        "cannot read the call log (database disk image is malformed); try again",
+    )
