@@ -13,7 +13,15 @@ import pytest
 
 from bench.chaos import damage_store
 from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE
-from tests.conftest import Mosquitto, RunningBridge, Watcher, make_config, start_bridge, unique_base
+from tests.conftest import (
+    Mosquitto,
+    RunningBridge,
+    Watcher,
+    make_config,
+    start_bridge,
+    unique_base,
+    wait_until,
+)
 from tests.test_cli import run
 from tests.test_devices import request
 
@@ -241,3 +249,38 @@ def test_a_call_log_found_damaged_while_the_bridge_runs_is_started_over_and_read
         "error",
         "cannot read the call log (database disk image is malformed); try again",
     )
+
+
+def test_a_store_started_over_while_the_broker_is_away_keeps_the_queue_until_it_is_delivered(
+    own_mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    base = unique_base()
+    config = make_config(base, own_mosquitto.url)
+    path = Path(config.storage.dir) / FILE_NAME
+    watcher = Watcher(own_mosquitto.port, f"{base}/{A}/event", persistent=True)
+    bridge = start_bridge(config, own_mosquitto.endpoint)
+    try:
+        own_mosquitto.stop()
+        wait_until(lambda: not bridge.hit("/healthz").json()["mqtt_connected"], what="the bridge to see it")
+        for n in range(5):
+            assert bridge.hit(f"/dnd_{('on', 'off')[n % 2]}/yealink?device={A}&seq={n}").status_code == 200
+        damage_store(path)
+        assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551&seq=5").status_code == 200
+        assert any("set aside as" in r.getMessage() for r in caplog.records)
+        with closing(sqlite3.connect(path)) as db:  # the new store keeps what waits for the broker
+            assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] >= 5
+
+        own_mosquitto.start()
+        wait_until(
+            lambda: {m.json()["extra"].get("seq") for m in watcher.on(f"{base}/{A}/event")} >= set("012345"),
+            what="every event answered while the broker was away",
+        )
+        with closing(sqlite3.connect(path)) as db:
+            wait_until(
+                lambda: db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0,
+                what="the outbox cleared once delivered",
+            )
+    finally:
+        bridge.stop()
+        watcher.close()
