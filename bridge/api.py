@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from bridge import payloads
 from bridge.config import normalise_device_id
 from bridge.feed import DeviceChanged
+from bridge.metrics import CALL_LOG_REFUSAL
 from bridge.registry import Device
 from bridge.store import CallQuery
 from bridge.topics import sanitise_level
@@ -102,7 +103,7 @@ class Requests:
         try:
             records = self.bridge.call_log(CallQuery(device=device, limit=limit))
         except sqlite3.Error as err:
-            raise RequestError(f"cannot read the call log ({err}); try again") from err
+            raise RequestError(f"{CALL_LOG_REFUSAL} ({err}); try again") from err
         return payloads.history(records)
 
     def device_rename(self, request: Request) -> object:

@@ -34,12 +34,13 @@ REFUSAL_KINDS = {
     503: "queue_full",
 }
 STORE_REFUSAL = "cannot store the event"  # how the 503 of a store that cannot write begins
+CALL_LOG_REFUSAL = "cannot read the call log"  # a store damaged again within the hour
 
 
 def refusal_kind(status: int, reason: str) -> str:
     if status == 403:
         return "network" if "allowed_networks" in reason else "token"
-    if status == 503 and reason.startswith(STORE_REFUSAL):
+    if status == 503 and reason.startswith((STORE_REFUSAL, CALL_LOG_REFUSAL)):
         return "storage"
     return REFUSAL_KINDS.get(status, f"http_{status}")
 

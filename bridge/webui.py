@@ -9,6 +9,7 @@ import base64
 import binascii
 import hmac
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import FrameType
@@ -16,6 +17,7 @@ from typing import Any
 
 import jinja2
 import uvicorn
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -35,6 +37,7 @@ from bridge.feed import (
     UiEvent,
     frame,
 )
+from bridge.metrics import CALL_LOG_REFUSAL
 from bridge.service import Bridge
 from bridge.store import CallQuery
 from bridge.webviews import (
@@ -151,7 +154,12 @@ class StatusPage:
     # ---- queries ---------------------------------------------------------------------------------
 
     def recent_calls(self) -> list[CallRecord]:
-        return find_calls(self.bridge, CallQuery(limit=RECENT_CALLS))
+        """The last calls, for the status page and its live updates: none when the call log cannot
+        be read, so that the rest of the page still shows."""
+        try:
+            return find_calls(self.bridge, CallQuery(limit=RECENT_CALLS))
+        except HTTPException:
+            return []
 
     def names(self) -> dict[str, str]:
         return {d.id: d.name or d.id for d in self.bridge.devices.values()}
@@ -337,5 +345,9 @@ class Server(uvicorn.Server):
 
 
 def find_calls(bridge: Bridge, query: CallQuery) -> list[CallRecord]:
-    """The call log, newest first, from the bridge's store."""
-    return bridge.call_log(query)
+    """The call log, newest first, from the bridge's store: 503 with the reason when it cannot be
+    read (a store damaged again within the hour of its start over)."""
+    try:
+        return bridge.call_log(query)
+    except sqlite3.Error as err:
+        raise HTTPException(503, f"{CALL_LOG_REFUSAL} ({err}); try again") from err

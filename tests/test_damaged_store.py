@@ -249,6 +249,14 @@ def test_a_call_log_found_damaged_while_the_bridge_runs_is_started_over_and_read
         "error",
         "cannot read the call log (database disk image is malformed); try again",
     )
+    refused = bridge.hit("/api/calls")
+    assert (refused.status_code, refused.text) == (
+        503,
+        "cannot read the call log (database disk image is malformed); try again\n",
+    )
+    assert bridge.hit("/").status_code == 200  # the status page still shows, without its last calls
+    metrics = bridge.hit("/metrics").text
+    assert 'amego_refusals_total{reason="storage",status="503"} 1.0' in metrics
 
 
 def test_a_store_started_over_while_the_broker_is_away_keeps_the_queue_until_it_is_delivered(
