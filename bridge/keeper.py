@@ -6,7 +6,7 @@ import asyncio
 import logging
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -47,7 +47,7 @@ START_OVER_EVERY = timedelta(hours=1)
 Kept = list[tuple[StoredDevice, list[CallRecord]]]  # the phones a store kept, with their histories
 # What the bridge holds, for a new store: its phones, each with its history (newest first), and
 # its MQTT queue.
-Held = tuple[Iterable[tuple[StoredDevice, Sequence[CallRecord]]], Sequence[Message]]
+Held = tuple[Sequence[tuple[StoredDevice, Sequence[CallRecord]]], Sequence[Message]]
 
 
 def unreadable(found: Salvage) -> str:
@@ -122,10 +122,10 @@ class Keeper:
     # ---- start and stop -------------------------------------------------------------------------
 
     def open(self) -> tuple[Store, Kept]:
-        """The store, and the phones it kept. A damaged store is set aside, kept as it was, and a new one
-        started with what SQLite can still read of it: the bridge runs on, and the phones that
-        could not be read come back with their next hits (as Home Assistant's recorder starts a
-        new database in place of a damaged one)."""
+        """The store, and the phones it kept. A damaged store is set aside, kept as it was, and a
+        new one started with what SQLite can still read of it: the bridge runs on, and the phones
+        that could not be read come back with their next hits (as Home Assistant's recorder
+        starts a new database in place of a damaged one)."""
         directory = self.directory
         try:
             store = Store(directory)
@@ -368,7 +368,6 @@ class Keeper:
         self._started_over = now
         path, new = self.directory / FILE_NAME, self.directory / f"{FILE_NAME}.new"
         phones, pending = self.held()
-        phones = list(phones)
         found = salvage(path)  # read-only, beside the bridge's own connection
         older = found.older_calls(rec for _, history in phones for rec in history)
         try:

@@ -284,6 +284,7 @@ class Salvage:
     def older_calls(self, known: Iterable[CallRecord]) -> list[tuple[object, ...]]:
         """Its call rows but for those of `known` (what a running bridge holds)."""
         held = {(rec.device, rec.call_id, to_text(rec.started)) for rec in known}
+        # A row's device, call_id and started, in the order of _RECORD_COLUMNS.
         return [row for row in self.rows["calls"] if (row[0], row[1], row[7]) not in held]
 
 

@@ -24,6 +24,7 @@ from tests.conftest import (
 )
 from tests.test_cli import run
 from tests.test_devices import request
+from tests.test_restart import outbox
 
 A, B = "001565da0001", "001565da0002"
 
@@ -276,19 +277,14 @@ def test_a_store_started_over_while_the_broker_is_away_keeps_the_queue_until_it_
         damage_store(path)
         assert bridge.hit(f"/incoming_call/yealink?device={A}&remote=5551&seq=5").status_code == 200
         assert any("set aside as" in r.getMessage() for r in caplog.records)
-        with closing(sqlite3.connect(path)) as db:  # the new store keeps what waits for the broker
-            assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] >= 5
+        assert outbox(path) >= 5  # the new store keeps what waits for the broker
 
         own_mosquitto.start()
         wait_until(
             lambda: {m.json()["extra"].get("seq") for m in watcher.on(f"{base}/{A}/event")} >= set("012345"),
             what="every event answered while the broker was away",
         )
-        with closing(sqlite3.connect(path)) as db:
-            wait_until(
-                lambda: db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0,
-                what="the outbox cleared once delivered",
-            )
+        wait_until(lambda: outbox(path) == 0, what="the outbox cleared once delivered")
     finally:
         bridge.stop()
         watcher.close()

@@ -48,35 +48,43 @@ def start(
     return bridge
 
 
+@pytest.fixture
+def watched(own_mosquitto: Mosquitto) -> Iterator[tuple[str, Watcher]]:
+    """A base topic of the test's own, and a watcher of all of it whose session outlives the
+    restarts of the bridge and of the broker."""
+    base = unique_base()
+    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    try:
+        yield base, watcher
+    finally:
+        watcher.close()
+
+
 def ok(bridge: BridgeProcess, path: str) -> None:
     response = bridge.hit(path)
     assert (response.status_code, response.text) == (200, "OK")
 
 
 def test_kill_9_in_the_middle_of_a_call_loses_nothing(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    base, watcher = watched
     settings = config(tmp_path, own_mosquitto, base)
-    try:
-        first = start(tmp_path, settings, processes)
-        ok(first, f"/incomingcall/yealink?{CALL}")
-        ok(first, f"/callestablished/yealink?{CALL}")
-        first.proc.kill()  # SIGKILL: no chance to save anything more
-        first.proc.wait()
+    first = start(tmp_path, settings, processes)
+    ok(first, f"/incomingcall/yealink?{CALL}")
+    ok(first, f"/callestablished/yealink?{CALL}")
+    first.proc.kill()  # SIGKILL: no chance to save anything more
+    first.proc.wait()
 
-        second = start(tmp_path, settings, processes)
-        devices = second.hit("/api/devices").json()
-        assert [d["id"] for d in devices] == [MAC]  # the learned phone survived
-        ok(second, f"/callterminated/yealink?{CALL}")
-        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
-        assert ended["call"]["result"] == "answered"
-        assert ended["call"]["number"] == "5551234"
-        assert ended["call"]["talk_seconds"] >= 0
-        assert second.terminate() == 0
-    finally:
-        watcher.close()
+    second = start(tmp_path, settings, processes)
+    devices = second.hit("/api/devices").json()
+    assert [d["id"] for d in devices] == [MAC]  # the learned phone survived
+    ok(second, f"/callterminated/yealink?{CALL}")
+    ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    assert ended["call"]["result"] == "answered"
+    assert ended["call"]["number"] == "5551234"
+    assert ended["call"]["talk_seconds"] >= 0
+    assert second.terminate() == 0
     log = subprocess.run(
         [sys.executable, "-m", "bridge", "calls", "--format", "json"],
         cwd=tmp_path / "run",
@@ -90,112 +98,94 @@ def test_kill_9_in_the_middle_of_a_call_loses_nothing(
 
 
 def test_a_call_whose_end_was_missed_while_down_ends_by_timeout(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
-    try:
-        first = start(tmp_path, config(tmp_path, own_mosquitto, base), processes)
-        ok(first, f"/incomingcall/yealink?{CALL}")
-        first.proc.kill()
-        first.proc.wait()
-        start(tmp_path, config(tmp_path, own_mosquitto, base, ring_timeout=0.5), processes)
-        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
-        assert ended["call"]["result"] == "missed"
-        assert ended["call"]["call_id"] == "k9@pbx"
-    finally:
-        watcher.close()
+    base, watcher = watched
+    first = start(tmp_path, config(tmp_path, own_mosquitto, base), processes)
+    ok(first, f"/incomingcall/yealink?{CALL}")
+    first.proc.kill()
+    first.proc.wait()
+    start(tmp_path, config(tmp_path, own_mosquitto, base, ring_timeout=0.5), processes)
+    ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    assert ended["call"]["result"] == "missed"
+    assert ended["call"]["call_id"] == "k9@pbx"
 
 
 def test_messages_queued_when_the_bridge_stops_arrive_after_it_starts_again(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    base, watcher = watched
     settings = config(tmp_path, own_mosquitto, base)
-    try:
-        first = start(tmp_path, settings, processes)
-        ok(first, f"/offhook/yealink?device={MAC}")
-        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
-        # Acknowledged too: else it goes out again after the start, as at-least-once allows.
-        wait_until(lambda: first.hit("/healthz").json()["queue_length"] == 0, what="the queue to empty")
-        own_mosquitto.stop()
-        for event in ("incomingcall", "callestablished", "callterminated"):
-            ok(first, f"/{event}/yealink?{CALL}")
-        assert first.terminate() == 0  # with the broker away: the queue goes to the store
-        own_mosquitto.start()
-        start(tmp_path, settings, processes)
-        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
-        assert ended["call"]["result"] == "answered"
-        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
-        assert kinds[:5] == ["off_hook", "incoming_call", "call_established", "call_terminated", "call_ended"]
-    finally:
-        watcher.close()
+    first = start(tmp_path, settings, processes)
+    ok(first, f"/offhook/yealink?device={MAC}")
+    watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+    # Acknowledged too: else it goes out again after the start, as at-least-once allows.
+    wait_until(lambda: first.hit("/healthz").json()["queue_length"] == 0, what="the queue to empty")
+    own_mosquitto.stop()
+    for event in ("incomingcall", "callestablished", "callterminated"):
+        ok(first, f"/{event}/yealink?{CALL}")
+    assert first.terminate() == 0  # with the broker away: the queue goes to the store
+    own_mosquitto.start()
+    start(tmp_path, settings, processes)
+    ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    assert ended["call"]["result"] == "answered"
+    kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+    assert kinds[:5] == ["off_hook", "incoming_call", "call_established", "call_terminated", "call_ended"]
 
 
 def test_call_ended_of_a_killed_bridge_is_rebuilt_from_the_store(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    base, watcher = watched
     settings = config(tmp_path, own_mosquitto, base)
-    try:
-        first = start(tmp_path, settings, processes)
-        own_mosquitto.stop()
-        for event in ("incomingcall", "callterminated"):
-            ok(first, f"/{event}/yealink?{CALL}")
-        first.proc.kill()  # its queue dies with it; the call is in the store
-        first.proc.wait()
-        own_mosquitto.start()
-        start(tmp_path, settings, processes)
-        ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
-        assert ended["call"]["result"] == "missed"
-        history = watcher.wait_for(f"{base}/{MAC}/history", lambda p: len(p) == 1)
-        assert history[0]["call_id"] == "k9@pbx"
-    finally:
-        watcher.close()
+    first = start(tmp_path, settings, processes)
+    own_mosquitto.stop()
+    for event in ("incomingcall", "callterminated"):
+        ok(first, f"/{event}/yealink?{CALL}")
+    first.proc.kill()  # its queue dies with it; the call is in the store
+    first.proc.wait()
+    own_mosquitto.start()
+    start(tmp_path, settings, processes)
+    ended = watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    assert ended["call"]["result"] == "missed"
+    history = watcher.wait_for(f"{base}/{MAC}/history", lambda p: len(p) == 1)
+    assert history[0]["call_id"] == "k9@pbx"
 
 
 def test_kill_9_while_the_broker_is_away_loses_no_event_and_sends_call_ended_once(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
     """While the broker is away, the queue is kept in the store's outbox too: a kill then loses
     none of it. Once the broker has it all, the outbox is cleared."""
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    base, watcher = watched
     settings = config(tmp_path, own_mosquitto, base)
     database = tmp_path / "data" / FILE_NAME
-    try:
-        first = start(tmp_path, settings, processes)
-        ok(first, f"/offhook/yealink?device={MAC}")
-        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
-        own_mosquitto.stop()
-        wait_until(lambda: not first.hit("/healthz").json()["mqtt_connected"], what="the bridge to see it")
-        sent = []
-        for n in range(20):
-            event = ("incomingcall", "callterminated")[n % 2] if n < 2 else ("dnd_on", "dnd_off")[n % 2]
-            ok(first, f"/{event}/yealink?{CALL}&seq={n}")
-            sent.append(str(n))
-        assert outbox(database) > 20  # each hit's event and what else it published
-        first.proc.kill()
-        first.proc.wait()
-        own_mosquitto.start()
-        start(tmp_path, settings, processes)
+    first = start(tmp_path, settings, processes)
+    ok(first, f"/offhook/yealink?device={MAC}")
+    watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+    own_mosquitto.stop()
+    wait_until(lambda: not first.hit("/healthz").json()["mqtt_connected"], what="the bridge to see it")
+    sent = []
+    for n in range(20):
+        event = ("incomingcall", "callterminated")[n % 2] if n < 2 else ("dnd_on", "dnd_off")[n % 2]
+        ok(first, f"/{event}/yealink?{CALL}&seq={n}")
+        sent.append(str(n))
+    assert outbox(database) > 20  # each hit's event and what else it published
+    first.proc.kill()
+    first.proc.wait()
+    own_mosquitto.start()
+    start(tmp_path, settings, processes)
 
-        def arrived() -> list[str]:
-            return [
-                m.json()["extra"]["seq"]
-                for m in watcher.on(f"{base}/{MAC}/event")
-                if "seq" in m.json()["extra"]
-            ]
+    def arrived() -> list[str]:
+        return [
+            m.json()["extra"]["seq"] for m in watcher.on(f"{base}/{MAC}/event") if "seq" in m.json()["extra"]
+        ]
 
-        wait_until(lambda: set(arrived()) >= set(sent), what="every event of the hits answered while away")
-        assert arrived()[: len(sent)] == sent  # in order
-        wait_until(lambda: outbox(database) == 0, what="the outbox cleared once delivered")
-        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
-        assert kinds.count("call_ended") == 1  # the outbox had it: not rebuilt as well
-    finally:
-        watcher.close()
+    wait_until(lambda: set(arrived()) >= set(sent), what="every event of the hits answered while away")
+    assert arrived()[: len(sent)] == sent  # in order
+    wait_until(lambda: outbox(database) == 0, what="the outbox cleared once delivered")
+    kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+    assert kinds.count("call_ended") == 1  # the outbox had it: not rebuilt as well
 
 
 def outbox(database: Path) -> int:
@@ -204,29 +194,25 @@ def outbox(database: Path) -> int:
 
 
 def test_call_ended_the_broker_acknowledged_is_not_rebuilt_after_a_kill(
-    tmp_path: Path, own_mosquitto: Mosquitto, processes: list[BridgeProcess]
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
 ) -> None:
     """Acknowledged receipts are cleared in the store in batches (ANNOUNCED_EVERY): once cleared,
     a kill -9 does not send that call_ended again."""
-    base = unique_base()
-    watcher = Watcher(own_mosquitto.port, f"{base}/#", persistent=True)
+    base, watcher = watched
     settings = config(tmp_path, own_mosquitto, base)
     database = tmp_path / "data" / FILE_NAME
-    try:
-        first = start(tmp_path, settings, processes)
-        for event in ("incomingcall", "callterminated"):
-            ok(first, f"/{event}/yealink?{CALL}")
-        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
-        wait_until(lambda: unannounced(database) == 0, what="the receipt cleared in the store")
-        first.proc.kill()
-        first.proc.wait()
-        second = start(tmp_path, settings, processes)
-        ok(second, f"/offhook/yealink?device={MAC}")  # a marker: everything before it has arrived
-        watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
-        kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
-        assert kinds.count("call_ended") == 1
-    finally:
-        watcher.close()
+    first = start(tmp_path, settings, processes)
+    for event in ("incomingcall", "callterminated"):
+        ok(first, f"/{event}/yealink?{CALL}")
+    watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "call_ended")
+    wait_until(lambda: unannounced(database) == 0, what="the receipt cleared in the store")
+    first.proc.kill()
+    first.proc.wait()
+    second = start(tmp_path, settings, processes)
+    ok(second, f"/offhook/yealink?device={MAC}")  # a marker: everything before it has arrived
+    watcher.wait_for(f"{base}/{MAC}/event", lambda p: p["event_type"] == "off_hook")
+    kinds = [m.json()["event_type"] for m in watcher.on(f"{base}/{MAC}/event")]
+    assert kinds.count("call_ended") == 1
 
 
 def unannounced(database: Path) -> int:
