@@ -46,8 +46,9 @@ from bridge.calls import CallRecord, Phone, apply
 from bridge.events import RawHit, parse_hit
 from bridge.mqtt import broker_answers
 from bridge.profiles import profile_for
+from bridge.rows import StoredDevice
 from bridge.sequences import Flavour, Scenario, make_phone, play
-from bridge.store import Store, StoredDevice
+from bridge.store import Store
 
 STDOUT = subprocess.STDOUT
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,17 +14,9 @@ from typing import TypeVar
 from bridge.calls import CallRecord
 from bridge.mqtt import Message
 from bridge.registry import Device
-from bridge.store import (
-    FILE_NAME,
-    Salvage,
-    Store,
-    StoreCorrupt,
-    StoredDevice,
-    StoreError,
-    corrupt,
-    salvage,
-    set_aside,
-)
+from bridge.rows import StoredDevice
+from bridge.salvage import Salvage, salvage, set_aside
+from bridge.store import FILE_NAME, Store, StoreCorrupt, StoreError, corrupt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,7 +136,7 @@ class Keeper:
         except StoreCorrupt as err:
             damage = str(err)  # it names the file
         try:
-            moved = set_aside(directory, self.clock())
+            moved = set_aside(directory / FILE_NAME, self.clock())
         except OSError as err:
             raise StoreError(f"storage.dir: {damage}, and it cannot be set aside: {err}") from err
         store = Store(directory)
@@ -385,7 +377,7 @@ class Keeper:
             return False
         damaged.close(checkpoint=False)
         try:
-            moved = set_aside(self.directory, now)
+            moved = set_aside(self.directory / FILE_NAME, now)
             (new / FILE_NAME).rename(path)
             shutil.rmtree(new, ignore_errors=True)
             self.store = Store(self.directory)

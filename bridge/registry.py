@@ -10,7 +10,7 @@ from bridge.arp import fallback_id, normalise
 from bridge.calls import CallRecord, Phone
 from bridge.config import Config, split_host_port
 from bridge.events import format_mac
-from bridge.store import StoredDevice
+from bridge.rows import StoredDevice
 
 
 def is_mac(device_id: str) -> bool:

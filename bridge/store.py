@@ -7,22 +7,27 @@ few commits. Small per-hit writes run on the loop thread (tens of microseconds);
 """
 
 import contextlib
-import json
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from functools import lru_cache
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-import orjson
-
-from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
-from bridge.frozen import frozen
+from bridge.calls import CallRecord
 from bridge.mqtt import Message
+from bridge.rows import (
+    RECORD_COLUMNS,
+    StoredDevice,
+    device_row,
+    from_text,
+    phone_from_json,
+    record,
+    record_row,
+    to_text,
+)
+from bridge.salvage import SALVAGED, Salvage
 
 FILE_NAME = "amego.sqlite3"
 WAL_HEADER, WAL_FRAME_HEADER = 32, 24  # bytes (SQLite's file format: the WAL file)
@@ -88,30 +93,6 @@ def corrupt(err: sqlite3.Error) -> bool:
     return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
 
 
-def set_aside(directory: Path, when: datetime) -> Path:
-    """Move a damaged store out of the way, with its WAL, as `amego.sqlite3.corrupt-<UTC time>`
-    (and `-wal`): kept as they were, for whoever wants to recover what they hold. The new name."""
-    path = directory / FILE_NAME
-    moved = path.with_name(f"{FILE_NAME}.corrupt-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}")
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{path}{suffix}")
-        if source.exists():
-            source.rename(f"{moved}{suffix}")
-    return moved
-
-
-@frozen
-class StoredDevice:
-    id: str
-    mac: str | None
-    name: str
-    mac_resolved: bool
-    first_seen: datetime | None
-    online: bool | None
-    call_updated: datetime | None
-    phone: Phone
-
-
 @dataclass(frozen=True, slots=True)
 class CallQuery:
     device: str | None = None
@@ -122,225 +103,7 @@ class CallQuery:
     offset: int = 0
 
 
-# ---- values <-> columns -------------------------------------------------------------------------
-
-
-def to_text(when: datetime | None) -> str | None:
-    return _to_text(when) if when else None
-
-
-@lru_cache(maxsize=1024)  # as payloads.iso: a phone's save repeats the times of its calls
-def _to_text(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def from_text(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-_CALL_FIELDS = tuple(f.name for f in fields(Call))
-
-
-def _call_json(call: Call) -> dict[str, object]:
-    data: dict[str, object] = {name: getattr(call, name) for name in _CALL_FIELDS}
-    for key in ("started", "answered", "updated"):
-        data[key] = to_text(getattr(call, key))
-    return data
-
-
-def _call_from_json(data: dict[str, object]) -> Call:
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return value if isinstance(value, str) else None
-
-    return Call(
-        key=str(data["key"]),
-        state=CallState(str(data["state"])),
-        direction=Direction(d) if (d := text("direction")) else None,
-        number=text("number"),
-        name=text("name"),
-        line=text("line"),
-        call_id=text("call_id"),
-        started=from_text(text("started")) or datetime.now(UTC),
-        answered=from_text(text("answered")),
-        updated=from_text(text("updated")) or datetime.now(UTC),
-        name_source=text("name_source"),
-    )
-
-
-def phone_json(phone: Phone) -> str:
-    """The phone's state without its last call (that one lives in the calls table)."""
-    return orjson.dumps(  # written on most hits: orjson is ten times faster than json here
-        {
-            "device": phone.device,
-            "phone_type": phone.phone_type,
-            "hook": phone.hook,  # a StrEnum: orjson writes its value
-            "calls": [_call_json(c) for c in phone.calls],
-            "dnd": phone.dnd,
-            "forward": phone.forward,
-            "mute": phone.mute,
-            "lines": phone.lines,
-            "model": phone.model,
-            "firmware": phone.firmware,
-            "ip": phone.ip,
-            "last_seen": to_text(phone.last_seen),
-            "next_key": phone.next_key,
-        }
-    ).decode()
-
-
-def phone_from_json(text: str, last_call: CallRecord | None) -> Phone:
-    data = json.loads(text)
-    return Phone(
-        device=data["device"],
-        phone_type=data["phone_type"],
-        hook=Hook(data["hook"]),
-        calls=tuple(_call_from_json(c) for c in data["calls"]),
-        last_call=last_call,
-        dnd=data["dnd"],
-        forward=data["forward"],
-        mute=data["mute"],
-        lines=tuple((line, LineState(state)) for line, state in data["lines"]),
-        model=data["model"],
-        firmware=data["firmware"],
-        ip=data["ip"],
-        last_seen=from_text(data["last_seen"]),
-        next_key=data["next_key"],
-    )
-
-
-_RECORD_COLUMNS = (
-    "device, call_id, direction, number, name, name_source, line, started, answered, ended, "
-    "ring_seconds, talk_seconds, result"
-)
-
-
-def _record_row(rec: CallRecord) -> tuple[object, ...]:
-    return (
-        rec.device,
-        rec.call_id,
-        rec.direction.value if rec.direction else None,
-        rec.number,
-        rec.name,
-        rec.name_source,
-        rec.line,
-        to_text(rec.started),
-        to_text(rec.answered),
-        to_text(rec.ended),
-        rec.ring_seconds,
-        rec.talk_seconds,
-        rec.result.value,
-    )
-
-
-def _record(row: Sequence[object]) -> CallRecord:
-    device, call_id, direction, number, name, name_source, line = (
-        v if v is None else str(v) for v in row[:7]
-    )
-    started, answered, ended = (from_text(v if isinstance(v, str) else None) for v in row[7:10])
-    return CallRecord(
-        call_id=call_id,
-        # The values every record of a phone repeats: one string each, not one per record (a
-        # restored history of 100,000 records took 17 MB less).
-        device=sys.intern(device or ""),
-        direction=Direction(direction) if direction else None,
-        number=number,
-        name=name,
-        line=line if line is None else sys.intern(line),
-        started=started or datetime.now(UTC),
-        answered=answered,
-        ended=ended or datetime.now(UTC),
-        ring_seconds=float(row[10]),  # type: ignore[arg-type]
-        talk_seconds=float(row[11]),  # type: ignore[arg-type]
-        result=CallResult(str(row[12])),
-        name_source=name_source if name_source is None else sys.intern(name_source),
-    )
-
-
-_INSERT_CALL = f"INSERT INTO calls ({_RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})"
-# Rows read from a damaged store a query at a time (`salvage`).
-SALVAGE_RANGE = 1000
-# How far to look, in rowids, in a table whose last rowid cannot be read.
-SALVAGE_REACH = 10_000_000
-_SALVAGED = {
-    "devices": "id, mac, name, mac_resolved, first_seen, online, call_updated, phone",
-    "calls": f"{_RECORD_COLUMNS}, receipt",
-    "outbox": "topic, payload, retain, qos, receipt",
-}
-
-
-@dataclass
-class Salvage:
-    """What could still be read of a damaged store: its rows, table by table (`_SALVAGED`)."""
-
-    rows: dict[str, list[tuple[object, ...]]]
-    unreadable: int  # stretches of rows that could not be read, a whole table counting as one
-    clean_stop: str | None
-
-    @classmethod
-    def nothing(cls) -> "Salvage":
-        return cls({table: [] for table in _SALVAGED}, 0, None)
-
-    def older_calls(self, known: Iterable[CallRecord]) -> list[tuple[object, ...]]:
-        """Its call rows but for those of `known` (what a running bridge holds)."""
-        held = {(rec.device, rec.call_id, to_text(rec.started)) for rec in known}
-        # A row's device, call_id and started, in the order of _RECORD_COLUMNS.
-        return [row for row in self.rows["calls"] if (row[0], row[1], row[7]) not in held]
-
-
-def salvage(path: Path) -> Salvage:
-    """The rows of a damaged store (set aside: opened read-only, left as it was) that SQLite can
-    still read, each table a range of rowids at a time."""
-    rows: dict[str, list[tuple[object, ...]]] = {table: [] for table in _SALVAGED}
-    unreadable = 0
-    clean_stop = None
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return Salvage(rows, len(_SALVAGED), None)  # every table unreadable
-    with contextlib.closing(db):
-        for table, columns in _SALVAGED.items():
-            unreadable += _salvage_table(db, table, columns, rows[table])
-        with contextlib.suppress(sqlite3.Error):
-            found = db.execute("SELECT value FROM meta WHERE key = 'clean_stop'").fetchone()
-            clean_stop = str(found[0]) if found else None
-    return Salvage(rows, unreadable, clean_stop)
-
-
-def _salvage_table(db: sqlite3.Connection, table: str, columns: str, into: list[tuple[object, ...]]) -> int:
-    """`into` gets what can be read of `table`, SALVAGE_RANGE rows a query; the stretches of rowids
-    that cannot be read are counted. Past one, the next readable row is looked for 1, 2, 4, ...
-    rowids further on, so a damaged page costs its own rows and about as many again."""
-    try:
-        last = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
-        if last is None:
-            return 0  # empty
-    except sqlite3.Error:
-        last = None
-    after, step, unreadable, failing = 0, 1, 0, False
-    while after < (SALVAGE_REACH if last is None else last):
-        try:
-            cursor = db.execute(
-                f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (after, SALVAGE_RANGE),
-            )
-            read = 0
-            for row in cursor:
-                after, read = row[0], read + 1
-                into.append(row[1:])
-            failing, step = False, 1
-            if read < SALVAGE_RANGE:
-                break  # the end of the table
-        except sqlite3.Error:
-            if last is None and not into and after == 0:
-                return 1  # neither its first rows nor its last: nothing of it can be read
-            if not failing:
-                unreadable += 1
-            failing = True
-            after, step = after + step, step * 2
-    return unreadable
-
-
+_INSERT_CALL = f"INSERT INTO calls ({RECORD_COLUMNS}, receipt) VALUES ({', '.join('?' * 14)})"
 # An upsert, not INSERT OR REPLACE: the row keeps its rowid, so the primary key's index is left
 # alone and a hit's commit writes half the pages (18 against 37 µs a save, bench/README.md).
 _SAVE_DEVICE = (
@@ -349,19 +112,6 @@ _SAVE_DEVICE = (
     "name = excluded.name, mac_resolved = excluded.mac_resolved, first_seen = excluded.first_seen, "
     "online = excluded.online, call_updated = excluded.call_updated, phone = excluded.phone"
 )
-
-
-def _device_row(device: StoredDevice) -> tuple[object, ...]:
-    return (
-        device.id,
-        device.mac,
-        device.name,
-        int(device.mac_resolved),
-        to_text(device.first_seen),
-        None if device.online is None else int(device.online),
-        to_text(device.call_updated),
-        phone_json(device.phone),
-    )
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -515,10 +265,10 @@ class Store:
         """One transaction: a phone's state and the calls that just ended, each with the receipt of
         its call_ended message (None: nothing to announce)."""
         rows = [
-            (*_record_row(r), receipt)
+            (*record_row(r), receipt)
             for r, receipt in zip(records, receipts or [None] * len(records), strict=True)
         ]
-        values = None if device is None else _device_row(device)
+        values = None if device is None else device_row(device)
         if values is not None and not rows:  # most hits: one statement is its own transaction
             with self._lock:
                 self._db.execute(_SAVE_DEVICE, values)
@@ -536,8 +286,8 @@ class Store:
         with its history, newest first, and its MQTT queue. One transaction."""
         with self._transaction():
             for device, history in phones:
-                self._db.execute(_SAVE_DEVICE, _device_row(device))
-                self._db.executemany(_INSERT_CALL, [(*_record_row(r), None) for r in reversed(history)])
+                self._db.execute(_SAVE_DEVICE, device_row(device))
+                self._db.executemany(_INSERT_CALL, [(*record_row(r), None) for r in reversed(history)])
             self._add_outbox(outbox)
 
     def take_in(self, found: Salvage) -> None:
@@ -545,12 +295,12 @@ class Store:
         and whether the bridge on it was stopped cleanly."""
         with self._transaction():
             self._db.executemany(
-                f"INSERT OR IGNORE INTO devices ({_SALVAGED['devices']}) VALUES ({', '.join('?' * 8)})",
+                f"INSERT OR IGNORE INTO devices ({SALVAGED['devices']}) VALUES ({', '.join('?' * 8)})",
                 found.rows["devices"],
             )
             self._insert_salvaged_calls(found.rows["calls"])
             self._db.executemany(
-                f"INSERT INTO outbox ({_SALVAGED['outbox']}) VALUES (?, ?, ?, ?, ?)", found.rows["outbox"]
+                f"INSERT INTO outbox ({SALVAGED['outbox']}) VALUES (?, ?, ?, ?, ?)", found.rows["outbox"]
             )
             if found.clean_stop is not None:
                 self._db.execute(
@@ -587,10 +337,10 @@ class Store:
         """Calls whose call_ended never reached the broker, oldest first, with their receipts."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT receipt, {_RECORD_COLUMNS} FROM calls WHERE receipt IS NOT NULL ORDER BY id LIMIT ?",
+                f"SELECT receipt, {RECORD_COLUMNS} FROM calls WHERE receipt IS NOT NULL ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [(str(row[0]), _record(row[1:])) for row in rows]
+        return [(str(row[0]), record(row[1:])) for row in rows]
 
     def delete_device(self, device_id: str) -> None:
         with self._lock:
@@ -646,13 +396,13 @@ class Store:
         if query.result is not None:
             where.append("result = ?")
             args.append(query.result)
-        sql = f"SELECT {_RECORD_COLUMNS} FROM calls"
+        sql = f"SELECT {RECORD_COLUMNS} FROM calls"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY ended DESC, id DESC LIMIT ? OFFSET ?"
         with self._lock:
             rows = self._db.execute(sql, (*args, query.limit, query.offset)).fetchall()
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     def count_calls(self) -> int:
         with self._lock:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bridge.mqtt import Endpoint
-from bridge.store import FILE_NAME, to_text
+from bridge.rows import to_text
+from bridge.store import FILE_NAME
 from tests.conftest import (
     Mosquitto,
     RunningBridge,

@@ -17,8 +17,10 @@ from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hoo
 from bridge.cli import main
 from bridge.keeper import ANNOUNCED_BATCH
 from bridge.mqtt import Message
+from bridge.rows import StoredDevice
+from bridge.salvage import salvage
 from bridge.service import Bridge
-from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE, CallQuery, Store, StoredDevice, StoreError, salvage
+from bridge.store import FILE_NAME, MIGRATIONS, PAGE_SIZE, CallQuery, Store, StoreError
 from tests.conftest import make_config, unique_base
 
 T0 = datetime(2026, 11, 26, 8, 0, 0, 123000, tzinfo=UTC)
