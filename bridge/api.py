@@ -123,7 +123,7 @@ class Requests:
         entry = device.entry()
         bridge.publish_forced(
             [
-                bridge.out.devices(bridge.registry.devices_json()),
+                bridge.device_list.message(),
                 bridge.out.bridge_event("device_updated", {"old_name": old_name, **entry}),
             ]
         )
@@ -145,7 +145,7 @@ class Requests:
                 *bridge.out.clear(device.id),
                 bridge.discovery.clear(device.id),
                 bridge.out.bridge_event("device_removed", data),
-                bridge.out.devices(bridge.registry.devices_json()),
+                bridge.device_list.message(),
             ]
         )
         log.info("phone %s removed; its retained topics are cleared", device.id)

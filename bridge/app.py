@@ -333,7 +333,7 @@ def build_app(
             timers.cancel()
             bridge.stop_restating()
             if link is not None:
-                bridge.flush_devices()
+                bridge.device_list.flush()
                 link.publish([bridge.offline_message()], force=True)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):

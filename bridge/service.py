@@ -1,7 +1,6 @@
 """The one stateful orchestrator: hits in, phones' state kept and stored, MQTT out."""
 
 import asyncio
-import contextlib
 import logging
 import socket
 import sqlite3
@@ -21,6 +20,7 @@ from bridge.collector import Collector
 from bridge.config import Config, HttpConfig
 from bridge.contacts import ContactsFile
 from bridge.control import PhoneControl, Response
+from bridge.device_list import DeviceList
 from bridge.discovery import Discovery
 from bridge.events import PhoneEvent, RawHit
 from bridge.feed import DeviceChanged, HealthChanged, HitSeen, UiEvent
@@ -30,7 +30,6 @@ from bridge.metrics import STORE_REFUSAL, Metrics
 from bridge.mqtt import BrokerSettings, Endpoint, Inbound, Message, MqttLink
 from bridge.outbound import Outbound
 from bridge.poll import (
-    Availability,
     Poller,
     PollResult,
     PollTarget,
@@ -39,6 +38,7 @@ from bridge.poll import (
     reconcile,
     resync_payload,
 )
+from bridge.presence import Presence
 from bridge.profile_files import load_profiles
 from bridge.registry import Device, Registry, address_id, is_mac, registry_view
 from bridge.store import CallQuery, Store
@@ -55,21 +55,6 @@ RETENTION_EVERY = timedelta(hours=1)
 # at once for 10,000 phones, the 50,000 messages took 280 MB, and their queue refused hits.
 RESTATE_BATCH = 50
 RESTATE_LOW = 200
-# How often the tick looks for phones silent past devices.offline_after: a sixtieth of that, at
-# most once a minute (a look walks every phone, on the loop).
-OFFLINE_CHECKS = 60
-OFFLINE_CHECK_EVERY = timedelta(minutes=1)
-OFFLINE_BATCH = 50  # silent phones taken offline a loop turn (27 µs each with 10,000 phones)
-OFFLINE_LINES = 10  # phones gone offline in one tick that get a log line each; beyond, one line for all
-# `bridge/devices` is the whole list, O(phones) to build: restated at most this often (seconds),
-# so a thousand phones joining cost a few lists, not a thousand. And at most once every
-# DEVICES_EVERY per DEVICES_PER_EVERY phones: with 10,000 booting, each restatement (2.6 MB)
-# held the loop 21-29 ms, and went to the broker and to every subscriber of `<base>/#`.
-DEVICES_EVERY = 1.0
-DEVICES_PER_EVERY = 1000
-# Phones' entries encoded a loop turn before a planned restatement, which then only joins them:
-# 10,000 entries at once held the loop 77-88 ms.
-DEVICES_BATCH = 500
 HTTP_URL_FOR = 60.0  # seconds the bridge's own address, once looked up, is used before looking again
 
 
@@ -148,10 +133,6 @@ class Bridge:
         self.contacts = ContactsFile(config.contacts.file or None, config.contacts.country_code)
         self.backlog: list[Message] = []  # what the last run left unpublished, sent first
         self.poller = Poller(config.poll.interval, self.poll_targets, self.on_poll_result)
-        self.polled: dict[str, Availability] = {}  # per device, from its polls
-        self.heard: dict[str, datetime] = {}  # per device: its last hit or successful poll
-        self._devices_due: asyncio.TimerHandle | None = None  # a later restatement of bridge/devices
-        self._devices_encoding: asyncio.Task[None] | None = None  # its entries, a batch a loop turn
         self.keeper = Keeper(
             Path(config.storage.dir),
             config.calls.history_size,
@@ -160,11 +141,15 @@ class Bridge:
             lambda: self.notify(HealthChanged("storage")),
         )
         self._restating: dict[str, asyncio.Task[None]] = {}  # what is being restated, a batch at a time
-        self._devices_sent = float("-inf")  # loop time of the last one
         self._http_url: tuple[str, float] | None = None  # `http_url()`, and when it was found
-        self._offline_check_due: datetime | None = None  # the tick's next look for silent phones
-        self._offline_due: asyncio.Handle | None = None  # the next batch of silent phones going offline
         self.collector = Collector()
+        self.device_list = DeviceList(self.registry, self.out, self.publish_forced)
+        self.presence = Presence(
+            self.registry.devices,
+            config.devices.offline_after,
+            clock,
+            lambda device, online, why, quiet: self.set_online(device, online, why, quiet=quiet),
+        )
 
     @property
     def devices(self) -> dict[str, Device]:
@@ -233,9 +218,7 @@ class Bridge:
     def close(self) -> None:
         """After the link's last flush: keep what it could not deliver for the next start."""
         self.collector.stop()
-        if self._offline_due is not None:
-            self._offline_due.cancel()
-            self._offline_due = None
+        self.presence.stop()
         self.keeper.close(self.link.take_pending() if self.link is not None else None)
 
     # ---- identity -------------------------------------------------------------------------------
@@ -341,65 +324,16 @@ class Bridge:
             registry.moved[address_id(event.source)] = device_id  # the phone at that address now
         registry.devices[device_id] = device
         if known:
-            self.heard[device_id] = now
-            if device_id in self.polled:  # a phone that sends hits is there, whatever polls said
-                self.polled[device_id] = self.polled[device_id].after(True)
+            self.presence.hit(device_id, now)
         self._commit(device, outcome, now)
         if registry_changed:
-            self.devices_changed()
+            self.device_list.changed()
         self.discovery.update(device)
         if self.listeners:
             raw = event.raw
             self.notify(HitSeen(now, raw.method, raw.path, raw.query, event.source, 200, "", device_id))
             if old is not None:
                 self.notify(DeviceChanged(old.id))
-
-    def devices_changed(self) -> None:
-        """Restate `bridge/devices` once its spacing has passed since the last time
-        (`devices_every`), its entries encoded DEVICES_BATCH a loop turn first."""
-        if self._devices_due is not None or self._devices_encoding is not None:
-            return  # already planned: it will show this change too
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.publish_devices()
-            return
-        wait = self._devices_sent + self.devices_every() - loop.time()
-        self._devices_due = loop.call_later(max(wait, 0.0), self._encode_devices)
-
-    def _encode_devices(self) -> None:
-        self._devices_due = None
-        self._devices_encoding = asyncio.get_running_loop().create_task(self._encoded_devices())
-
-    async def _encoded_devices(self) -> None:
-        devices = list(self.devices.values())
-        for start in range(0, len(devices), DEVICES_BATCH):
-            for device in devices[start : start + DEVICES_BATCH]:
-                device.entry_json()  # kept by the device until it changes
-            await asyncio.sleep(0)
-        self._devices_encoding = None
-        self.publish_devices()
-
-    def devices_every(self) -> float:
-        """Seconds between restatements of `bridge/devices`: 1 up to 1,000 phones, 10 with 10,000."""
-        return DEVICES_EVERY * max(1.0, len(self.devices) / DEVICES_PER_EVERY)
-
-    def publish_devices(self) -> None:
-        """`bridge/devices` as the registry stands, now; what was planned is no longer needed."""
-        if self._devices_due is not None:
-            self._devices_due.cancel()
-            self._devices_due = None
-        if self._devices_encoding is not None:
-            self._devices_encoding.cancel()
-            self._devices_encoding = None
-        with contextlib.suppress(RuntimeError):
-            self._devices_sent = asyncio.get_running_loop().time()
-        self.publish_forced([self.out.devices(self.registry.devices_json())])
-
-    def flush_devices(self) -> None:
-        """A planned restatement of `bridge/devices`, now (before stopping)."""
-        if self._devices_due is not None or self._devices_encoding is not None:
-            self.publish_devices()
 
     def _outcome(self, device: Device, step: Transition, now: datetime, online: bool) -> Outcome:
         """`online`: the step comes from the phone itself, so it is there."""
@@ -518,22 +452,12 @@ class Bridge:
         """End calls whose end was never reported; phones silent too long go offline."""
         now = self.clock()
         calls = self.config.calls
-        silence = timedelta(seconds=self.config.devices.offline_after)
         # No call has been quiet this long yet: most phones of a busy site, on most ticks.
         patience = timedelta(seconds=min(calls.ring_timeout, calls.stale_timeout))
-        why = f"nothing heard for {self.config.devices.offline_after:g} s"
         # Both scans walk every phone, on the loop: with 10,000 phones the tick took 16 ms a
         # second in the running bridge. The one for silent phones runs only as often as
-        # offline_after needs; the one for overdue calls looks at calls only.
-        if silence and self._offline_check(now, silence):
-            cutoff = now - silence
-            silent = [device.id for device in self.devices.values() if self._silent(device, cutoff)]
-            # After a long stop, every phone at once: one line, not one per phone.
-            quiet = len(silent) > OFFLINE_LINES
-            if quiet:
-                shown = ", ".join(silent[:OFFLINE_LINES])
-                log.info("%d phones are offline: %s (%s, …)", len(silent), why, shown)
-            self._take_offline(silent, why, quiet)
+        # offline_after needs (`Presence`); the one for overdue calls looks at calls only.
+        self.presence.tick(now)
         quiet_since = now - patience
         overdue = [
             device
@@ -544,37 +468,6 @@ class Bridge:
             step = expire(device.phone, now, calls.ring_timeout, calls.stale_timeout)
             if step.phone is not device.phone:
                 self._take_own_step(device, step, now)  # on storage trouble, again next tick
-
-    def _silent(self, device: Device, cutoff: datetime) -> bool:
-        """Online, and neither a hit nor a successful poll since `cutoff`."""
-        heard = self.heard.get(device.id, device.phone.last_seen)
-        return bool(device.online) and heard is not None and heard < cutoff
-
-    def _take_offline(self, ids: list[str], why: str, quiet: bool, start: int = 0) -> None:
-        """OFFLINE_BATCH phones from `start` now, the next batch on the next loop turn. After a
-        long stop the first tick finds every phone silent: 10,000 at once held the loop 335 ms."""
-        if self._offline_due is not None:  # a look for silent phones found them all again
-            self._offline_due.cancel()
-            self._offline_due = None
-        silence = timedelta(seconds=self.config.devices.offline_after)
-        cutoff = self.clock() - silence
-        end = start + OFFLINE_BATCH
-        for device_id in ids[start:end]:
-            device = self.devices.get(device_id)
-            if device is not None and self._silent(device, cutoff):  # not heard, nor removed, meanwhile
-                self.set_online(device, False, why, quiet=quiet)
-        if end < len(ids):  # the list as found, not copied again for each batch
-            self._offline_due = asyncio.get_running_loop().call_soon(self._take_offline, ids, why, quiet, end)
-
-    def _offline_check(self, now: datetime, silence: timedelta) -> bool:
-        """Whether this tick looks for silent phones: every OFFLINE_CHECKS-th of `silence`, at most
-        OFFLINE_CHECK_EVERY apart, so a phone goes offline that much late at most."""
-        every = min(silence / OFFLINE_CHECKS, OFFLINE_CHECK_EVERY)
-        due = self._offline_check_due
-        if due is not None and now < due <= now + every:  # (past `every` ahead: the clock went back)
-            return False
-        self._offline_check_due = now + every
-        return True
 
     async def run_timers(self, interval: float = 1.0) -> None:
         polling = asyncio.create_task(self.poller.run())
@@ -628,13 +521,9 @@ class Bridge:
         now = self.clock()
         if result.reason:
             log.debug("poll of %s: %s", device.id, result.reason)
-        availability = self.polled.get(device.id, Availability(online=device.online)).after(result.reachable)
-        self.polled[device.id] = availability
-        if result.reachable:
-            self.heard[device.id] = now
-        if availability.online is not None and availability.online != device.online:
-            reason = "it answers polls" if availability.online else "it does not answer polls"
-            self.set_online(device, availability.online, reason)
+        online = self.presence.poll(device, result.reachable, now)
+        if online is not None and online != device.online:
+            self.set_online(device, online, "it answers polls" if online else "it does not answer polls")
         fixed = reconcile(device.phone, result, now)
         if fixed.phone is device.phone:
             return
@@ -686,7 +575,7 @@ class Bridge:
             [
                 self.out.state(True),
                 self.out.bridge(BridgeTopic.INFO, self._info(), retain=True),
-                self.out.devices(self.registry.devices_json()),
+                self.device_list.message(),
             ]
         )
         self._restate("retained", self._retained)

@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from bridge import payloads
+from bridge.device_list import DEVICES_BATCH, DEVICES_EVERY, DEVICES_PER_EVERY
 from bridge.mqtt import Endpoint
+from bridge.presence import OFFLINE_BATCH
 from bridge.registry import Device
-from bridge.service import DEVICES_BATCH, DEVICES_EVERY, DEVICES_PER_EVERY, OFFLINE_BATCH, Bridge
+from bridge.service import Bridge
 from tests.conftest import (
     TIMEOUT,
     Mosquitto,
@@ -163,7 +165,7 @@ def test_silent_phones_go_offline_with_one_log_line_when_many_do(
     bridge.tick()
     assert all(bridge.devices[mac].online for mac in macs)
     now[0] = start + timedelta(seconds=61)
-    with caplog.at_level(logging.INFO, logger="bridge.service"):
+    with caplog.at_level(logging.INFO, logger="bridge"):
         bridge.tick()
     assert not any(bridge.devices[mac].online for mac in macs)
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -195,7 +197,7 @@ def test_many_silent_phones_go_offline_a_batch_a_loop_turn() -> None:
         now[0] = start + timedelta(seconds=61)
         bridge.tick()
         offline.append(sum(not bridge.devices[mac].online for mac in macs))
-        bridge.heard[macs[-1]] = now[0]  # a hit from the last phone, before its batch
+        bridge.presence.heard[macs[-1]] = now[0]  # a hit from the last phone, before its batch
         for _ in range(3):
             await asyncio.sleep(0)
             offline.append(sum(not bridge.devices[mac].online for mac in macs))
@@ -226,7 +228,7 @@ def test_silent_phones_are_looked_for_as_often_as_offline_after_needs() -> None:
     offline_at = next(second for second in range(30, 8000) if not tick_at(second))
     assert offline_at == 7230  # silent past 7,200 s from 7,201 on; the looks: 30 s, 90 s, ... 7,230 s
     device.online = True
-    bridge.heard[MAC] = start - timedelta(seconds=7300)  # silent already, by the clock set back
+    bridge.presence.heard[MAC] = start - timedelta(seconds=7300)  # silent already, by the clock set back
     assert tick_at(100) is False  # the clock went back: a look at once, not at 7,290 s
 
 
@@ -246,24 +248,24 @@ def test_bridge_devices_is_restated_once_a_second_or_a_second_per_thousand_phone
     one restatement."""
     bridge = bridge_with_phones(phones)
     sent: list[float] = []  # loop times of the restatements
-    restate = bridge.publish_devices
+    restate = bridge.device_list.publish
 
     def counted() -> None:
         sent.append(asyncio.get_running_loop().time())
         restate()
 
-    bridge.publish_devices = counted  # type: ignore[method-assign]
+    bridge.device_list.publish = counted  # type: ignore[method-assign]
     spacing: list[float] = []
 
     async def main() -> None:
-        bridge.devices_changed()
+        bridge.device_list.changed()
         for _ in range(100):
             if sent:
                 break
             await asyncio.sleep(0)
-        bridge.devices_changed()
-        bridge.devices_changed()
-        due = bridge._devices_due
+        bridge.device_list.changed()
+        bridge.device_list.changed()
+        due = bridge.device_list.due
         assert due is not None
         spacing.append(due.when() - sent[0])
         due.cancel()
@@ -283,7 +285,7 @@ def test_a_planned_restatement_of_bridge_devices_encodes_its_entries_a_batch_a_l
     encoded: list[int] = []  # the loop turn of each entry encoded
     published: list[int] = []
     entry_json = Device.entry_json
-    restate = bridge.publish_devices
+    restate = bridge.device_list.publish
 
     def counted(device: Device) -> bytes:
         encoded.append(turns)
@@ -294,11 +296,11 @@ def test_a_planned_restatement_of_bridge_devices_encodes_its_entries_a_batch_a_l
         restate()
 
     monkeypatch.setattr(Device, "entry_json", counted)
-    bridge.publish_devices = counted_restate  # type: ignore[method-assign]
+    bridge.device_list.publish = counted_restate  # type: ignore[method-assign]
 
     async def main() -> None:
         nonlocal turns
-        bridge.devices_changed()
+        bridge.device_list.changed()
         while not published and turns < 100:
             await asyncio.sleep(0)
             turns += 1
