@@ -189,6 +189,29 @@ def test_kill_9_while_the_broker_is_away_loses_no_event_and_sends_call_ended_onc
     assert kinds.count("call_ended") == 1  # the outbox had it: not rebuilt as well
 
 
+def test_hits_answered_just_before_a_kill_9_reach_the_broker(
+    tmp_path: Path, own_mosquitto: Mosquitto, watched: tuple[str, Watcher], processes: list[BridgeProcess]
+) -> None:
+    """While connected, a hit's messages are written to the broker's connection before the hit is
+    answered (README, Reliability): a bridge killed the moment it answers has lost none of them.
+    Three rounds of ten hits, each ended by a SIGKILL as soon as its last hit is answered."""
+    base, watcher = watched
+    settings = config(tmp_path, own_mosquitto, base)
+    sent = []
+    for round_ in range(3):
+        bridge = start(tmp_path, settings, processes)
+        for n in range(10):
+            ok(bridge, f"/{('dnd_on', 'dnd_off')[n % 2]}/yealink?device={MAC}&seq={round_}-{n}")
+            sent.append(f"{round_}-{n}")
+        bridge.proc.kill()
+        bridge.proc.wait()
+
+    def arrived() -> set[str]:
+        return {m.json()["extra"].get("seq") for m in watcher.on(f"{base}/{MAC}/event")}
+
+    wait_until(lambda: arrived() >= set(sent), what="the event of every hit answered before a kill")
+
+
 def outbox(database: Path) -> int:
     with closing(sqlite3.connect(database)) as db:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
