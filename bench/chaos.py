@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import MOSQUITTO, ROOT, clean_env, free_port, wait_until
 from bridge.mqtt import broker_answers
+from bridge.store import FILE_NAME
 
 EVENTS = ("incoming_call", "call_established", "call_terminated", "off_hook", "on_hook", "missed_call")
 FAULTS = ("broker", "disk", "kill", "stop", "away-kill", "damage")
@@ -172,7 +173,7 @@ class Rig:
         if kind == "damage":
             log = self.workdir / "bridge.log"
             started_over = log.read_text(errors="replace").count("set aside as")
-            damage_store(self.disk / "data" / "amego.sqlite3")
+            damage_store(self.disk / "data" / FILE_NAME)
 
             # The next hit that changes a phone finds it. Within the hour after a start over, it
             # is refused, as the next ones are, until the next start sets the store aside.

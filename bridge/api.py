@@ -117,7 +117,7 @@ class Requests:
         bridge = self.bridge
         old_name, kept = device.name or device.id, device.name
         device.name = name
-        if not bridge.save(device):
+        if not bridge.keeper.save(device):
             device.name = kept
             raise RequestError(f"cannot store the new name ({bridge.keeper.health.error}); try again")
         entry = device.entry()
@@ -135,7 +135,7 @@ class Requests:
     def device_remove(self, request: Request) -> object:
         device = self.device_named(request)
         bridge = self.bridge
-        if not bridge.forget(device):
+        if not bridge.keeper.forget(device):
             error = bridge.keeper.health.error
             raise RequestError(f"cannot remove {device.id} from the store ({error}); try again")
         del bridge.registry.devices[device.id]

@@ -14,7 +14,7 @@ from typing import TypeVar
 from bridge.calls import CallRecord
 from bridge.mqtt import Message
 from bridge.registry import Device
-from bridge.rows import StoredDevice
+from bridge.rows import CLEAN_STOP, StoredDevice
 from bridge.salvage import Salvage, salvage, set_aside
 from bridge.store import FILE_NAME, Store, StoreCorrupt, StoreError, corrupt
 
@@ -30,7 +30,6 @@ ANNOUNCED_EVERY = 1.0
 # Receipts cleared in one write, the rest a loop turn later: the 200 a second of 1,000 hits/s held
 # the loop for 5-7 ms in one write, and every hit that came in meanwhile waited.
 ANNOUNCED_BATCH = 50
-CLEAN_STOP = "clean_stop"
 # A store found damaged while the bridge runs is started over at most this often; in between, its
 # writes fail as on a full disk. A disk that keeps damaging files would otherwise have the bridge
 # write a copy of everything it holds for every damaged page it reads.
@@ -118,7 +117,7 @@ class Keeper:
         new one started with what SQLite can still read of it: the bridge runs on, and the phones
         that could not be read come back with their next hits (as Home Assistant's recorder
         starts a new database in place of a damaged one)."""
-        directory = self.directory
+        directory, path = self.directory, self.directory / FILE_NAME
         try:
             store = Store(directory)
             try:
@@ -131,12 +130,12 @@ class Keeper:
             return store, kept
         except sqlite3.Error as err:  # reading what it kept
             if not corrupt(err):
-                raise StoreError(f"storage.dir: cannot read {directory / FILE_NAME}: {err}") from err
-            damage = f"{directory / FILE_NAME}: {err}"
+                raise StoreError(f"storage.dir: cannot read {path}: {err}") from err
+            damage = f"{path}: {err}"
         except StoreCorrupt as err:
             damage = str(err)  # it names the file
         try:
-            moved = set_aside(directory / FILE_NAME, self.clock())
+            moved = set_aside(path, self.clock())
         except OSError as err:
             raise StoreError(f"storage.dir: {damage}, and it cannot be set aside: {err}") from err
         store = Store(directory)
@@ -262,9 +261,9 @@ class Keeper:
         if self._announced:
             self._announce_due = asyncio.get_running_loop().call_soon(self._clear_announced)
         # When it cannot, their call_ended may go out again after a kill: no more.
-        what = "the receipts of delivered call_ended events"
-        if self.attempt(what, lambda store: store.announced(receipts), on=closing):
-            self.health.wrote()
+        self._wrote(
+            "the receipts of delivered call_ended events", lambda store: store.announced(receipts), closing
+        )
 
     # ---- phones ---------------------------------------------------------------------------------
 
@@ -290,19 +289,11 @@ class Keeper:
     def save(self, device: Device) -> bool:
         """Store a device as it is now (after a rename, say); False when the store cannot write,
         which `health` tells."""
-        if not self.attempt(f"phone {device.id}", lambda store: store.save(device.stored())):
-            return False
-        self.health.wrote()
-        return True
+        return self._wrote(f"phone {device.id}", lambda store: store.save(device.stored()))
 
     def forget(self, device: Device) -> bool:
         """Remove a device from the store; False when the store cannot write (`health`)."""
-        if not self.attempt(
-            f"the removal of phone {device.id}", lambda store: store.delete_device(device.id)
-        ):
-            return False
-        self.health.wrote()
-        return True
+        return self._wrote(f"the removal of phone {device.id}", lambda store: store.delete_device(device.id))
 
     # ---- writes, and a store found damaged -----------------------------------------------------
 
@@ -347,6 +338,13 @@ class Keeper:
             return False
         return True
 
+    def _wrote(self, what: str, write: Callable[[Store], object], on: Store | None = None) -> bool:
+        """`attempt`, and `health` told that the store writes again when it did."""
+        if not self.attempt(what, write, on):
+            return False
+        self.health.wrote()
+        return True
+
     def _start_over(self, err: sqlite3.Error) -> bool:
         """A store found damaged while the bridge runs, as at start: set aside, kept as it was, and
         a new one put in its place, written first with everything the bridge holds (its phones
@@ -377,7 +375,7 @@ class Keeper:
             return False
         damaged.close(checkpoint=False)
         try:
-            moved = set_aside(self.directory / FILE_NAME, now)
+            moved = set_aside(path, now)
             (new / FILE_NAME).rename(path)
             shutil.rmtree(new, ignore_errors=True)
             self.store = Store(self.directory)

@@ -12,6 +12,8 @@ import orjson
 from bridge.calls import Call, CallRecord, CallResult, CallState, Direction, Hook, LineState, Phone
 from bridge.frozen import frozen
 
+CLEAN_STOP = "clean_stop"  # the meta key: "1" once a bridge stopped cleanly, "0" while one runs
+
 
 @frozen
 class StoredDevice:

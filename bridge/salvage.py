@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.calls import CallRecord
-from bridge.rows import RECORD_COLUMNS, to_text
+from bridge.rows import CLEAN_STOP, RECORD_COLUMNS, to_text
 
 
 def set_aside(path: Path, when: datetime) -> Path:
@@ -66,7 +66,7 @@ def salvage(path: Path) -> Salvage:
         for table, columns in SALVAGED.items():
             unreadable += _salvage_table(db, table, columns, rows[table])
         with contextlib.suppress(sqlite3.Error):
-            found = db.execute("SELECT value FROM meta WHERE key = 'clean_stop'").fetchone()
+            found = db.execute("SELECT value FROM meta WHERE key = ?", (CLEAN_STOP,)).fetchone()
             clean_stop = str(found[0]) if found else None
     return Salvage(rows, unreadable, clean_stop)
 

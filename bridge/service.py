@@ -411,14 +411,6 @@ class Bridge:
         except sqlite3.Error as err:
             raise Refused(503, f"{STORE_REFUSAL} ({err}); try again") from err
 
-    def save(self, device: Device) -> bool:
-        """Store a device as it is now (after a rename, say); False when the store cannot write."""
-        return self.keeper.save(device)
-
-    def forget(self, device: Device) -> bool:
-        """Remove a device from the store; False when the store cannot write."""
-        return self.keeper.forget(device)
-
     def _commit(self, device: Device, outcome: Outcome, now: datetime) -> None:
         step = outcome.step
         if outcome.status_due:
@@ -563,7 +555,7 @@ class Bridge:
             "phone %s is %s: %s", device.id, "online" if online else "offline", why,
         )  # fmt: skip
         self.publish_forced([self.out.availability(device.id, online)])
-        self.save(device)  # when it cannot, the phone's next stored step has it
+        self.keeper.save(device)  # when it cannot, the phone's next stored step has it
         self.notify(DeviceChanged(device.id))
 
     # ---- MQTT -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from bridge.calls import CallRecord
 from bridge.mqtt import Message
 from bridge.rows import (
+    CLEAN_STOP,
     RECORD_COLUMNS,
     StoredDevice,
     device_row,
@@ -298,22 +299,19 @@ class Store:
                 f"INSERT OR IGNORE INTO devices ({SALVAGED['devices']}) VALUES ({', '.join('?' * 8)})",
                 found.rows["devices"],
             )
-            self._insert_salvaged_calls(found.rows["calls"])
+            self._db.executemany(_INSERT_CALL, found.rows["calls"])
             self._db.executemany(
                 f"INSERT INTO outbox ({SALVAGED['outbox']}) VALUES (?, ?, ?, ?, ?)", found.rows["outbox"]
             )
             if found.clean_stop is not None:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_stop', ?)", (found.clean_stop,)
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CLEAN_STOP, found.clean_stop)
                 )
 
     def take_in_calls(self, rows: Iterable[tuple[object, ...]]) -> None:
         """Call records read from a damaged store (`Salvage.rows["calls"]`), in one transaction."""
         with self._transaction():
-            self._insert_salvaged_calls(rows)
-
-    def _insert_salvaged_calls(self, rows: Iterable[tuple[object, ...]]) -> None:
-        self._db.executemany(_INSERT_CALL, rows)
+            self._db.executemany(_INSERT_CALL, rows)
 
     def announced(self, receipts: Sequence[str]) -> None:
         """The broker has the call_ended messages with these receipts (one transaction)."""
